@@ -1,0 +1,24 @@
+//! kiln-storage: the per-shard storage kernel.
+//!
+//! A shard owns one storage instance and is its only user: nothing here
+//! locks or crosses threads. Queries reach it through [`Select`].
+//!
+//! Module map (one concept each):
+//! * [`labels`]: label sets, the identity of a series, and name validation;
+//! * [`matcher`]: `=`, `!=`, `=~`, `!~` with Prometheus/Go semantics;
+//! * [`select`]: the read contract, [`SeriesBatch`] in Arrow's list layout;
+//! * [`mem`]: the naive reference store used as a test oracle.
+
+#![warn(missing_docs)]
+
+pub mod labels;
+pub mod matcher;
+pub mod mem;
+pub mod select;
+
+pub use labels::{Label, LabelError, Labels, LabelsBuilder, NameValidation, METRIC_NAME};
+pub use matcher::{MatchOp, Matcher, MatcherError};
+pub use select::{
+    is_stale_nan, stale_nan, Select, SelectError, SelectHints, SeriesBatch, SeriesBatchBuilder,
+    SeriesRef, STALE_NAN_BITS,
+};
