@@ -1,6 +1,27 @@
 //! `kiln`: the Prometheus-compatible server binary.
+//!
+//! Parses Prometheus-style flags and runs the server (see `server.rs`). Exit
+//! codes: 0 after a clean shutdown, 1 when the server cannot start (bad
+//! configuration, address in use, …), 2 for bad command-line flags.
+
+mod cli;
+mod http;
+mod logging;
+mod selfmetrics;
+mod server;
+mod shard;
+mod state;
+
+use clap::Parser;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
-    eprintln!("kiln {}: the server is not wired up yet", env!("CARGO_PKG_VERSION"));
-    std::process::exit(1);
+    let cli = cli::Cli::parse();
+    logging::init(&cli.server.log_level);
+    if let Err(e) = server::run(cli.server) {
+        log::error!("{e}");
+        std::process::exit(1);
+    }
 }

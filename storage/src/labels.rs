@@ -408,10 +408,7 @@ mod tests {
             Labels::from_pairs([("a", "1"), ("a", "2")]),
             Err(LabelError::DuplicateName { name: "a".into() })
         );
-        assert_eq!(
-            Labels::from_pairs([("", "1")]),
-            Err(LabelError::EmptyName)
-        );
+        assert_eq!(Labels::from_pairs([("", "1")]), Err(LabelError::EmptyName));
         assert!(Labels::from_pairs_with([("a.b", "1")], NameValidation::Legacy).is_err());
         assert!(Labels::from_pairs_with([("a.b", "1")], NameValidation::Utf8).is_ok());
         assert!(Labels::from_pairs_with([("0a", "1")], NameValidation::Legacy).is_err());
@@ -439,7 +436,10 @@ mod tests {
     #[test]
     fn hash_separates_name_and_value_boundaries() {
         assert_ne!(ls(&[("ab", "c")]).hash(), ls(&[("a", "bc")]).hash());
-        assert_eq!(ls(&[("a", "1"), ("b", "2")]).hash(), ls(&[("b", "2"), ("a", "1")]).hash());
+        assert_eq!(
+            ls(&[("a", "1"), ("b", "2")]).hash(),
+            ls(&[("b", "2"), ("a", "1")]).hash()
+        );
     }
 
     #[test]

@@ -16,9 +16,9 @@ pub mod matcher;
 pub mod mem;
 pub mod select;
 
-pub use labels::{Label, LabelError, Labels, LabelsBuilder, NameValidation, METRIC_NAME};
+pub use labels::{Label, LabelError, Labels, LabelsBuilder, METRIC_NAME, NameValidation};
 pub use matcher::{MatchOp, Matcher, MatcherError};
 pub use select::{
-    is_stale_nan, stale_nan, Select, SelectError, SelectHints, SeriesBatch, SeriesBatchBuilder,
-    SeriesRef, STALE_NAN_BITS,
+    STALE_NAN_BITS, Select, SelectError, SelectHints, SeriesBatch, SeriesBatchBuilder, SeriesRef,
+    is_stale_nan, stale_nan,
 };

@@ -66,7 +66,11 @@ pub struct Matcher {
 impl Matcher {
     /// Builds a matcher; regex operators compile `value` with Prometheus's
     /// anchoring and Go's semantics.
-    pub fn new(op: MatchOp, name: impl Into<String>, value: impl Into<String>) -> Result<Self, MatcherError> {
+    pub fn new(
+        op: MatchOp,
+        name: impl Into<String>,
+        value: impl Into<String>,
+    ) -> Result<Self, MatcherError> {
         let value = value.into();
         let re = match op {
             MatchOp::Regex | MatchOp::NotRegex => Some(compile_anchored(&value)?),
@@ -361,8 +365,16 @@ mod tests {
         assert!(Matcher::equal("a", "").matches_empty());
         assert!(re(".*").matches_empty());
         assert!(!re(".+").matches_empty());
-        assert!(Matcher::new(MatchOp::NotEqual, "a", "x").unwrap().matches_empty());
-        assert!(!Matcher::new(MatchOp::NotRegex, "a", ".*").unwrap().matches_empty());
+        assert!(
+            Matcher::new(MatchOp::NotEqual, "a", "x")
+                .unwrap()
+                .matches_empty()
+        );
+        assert!(
+            !Matcher::new(MatchOp::NotRegex, "a", ".*")
+                .unwrap()
+                .matches_empty()
+        );
     }
 
     #[test]

@@ -85,7 +85,11 @@ impl MemStore {
 }
 
 impl Select for MemStore {
-    fn select(&self, matchers: &[Matcher], hints: &SelectHints) -> Result<SeriesBatch, SelectError> {
+    fn select(
+        &self,
+        matchers: &[Matcher],
+        hints: &SelectHints,
+    ) -> Result<SeriesBatch, SelectError> {
         let mut b = SeriesBatchBuilder::default();
         for (labels, samples) in &self.series {
             if !matchers

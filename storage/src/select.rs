@@ -79,7 +79,8 @@ pub trait Select {
     /// `[hints.mint, hints.maxt]`. A series with no sample in the range is
     /// still returned (with zero samples) when it exists in the range's
     /// blocks or head; callers must not rely on either way.
-    fn select(&self, matchers: &[Matcher], hints: &SelectHints) -> Result<SeriesBatch, SelectError>;
+    fn select(&self, matchers: &[Matcher], hints: &SelectHints)
+    -> Result<SeriesBatch, SelectError>;
 }
 
 /// Series and their samples in Arrow's list layout. See the module docs.
@@ -193,7 +194,10 @@ impl SeriesBatchBuilder {
 
     /// Starts a new series; following samples belong to it.
     pub fn push_series(&mut self, labels: Labels) {
-        debug_assert!(self.labels.last().is_none_or(|l| *l < labels), "series out of order");
+        debug_assert!(
+            self.labels.last().is_none_or(|l| *l < labels),
+            "series out of order"
+        );
         self.offsets.push(self.timestamps.len() as i64);
         self.labels.push(labels);
     }

@@ -1,0 +1,297 @@
+//! The command line: Prometheus's server flags, kiln's own, and subcommands.
+//!
+//! Flag names are Prometheus's (`--config.file`, `--web.listen-address`, …)
+//! so that existing unit files and scripts start kiln unchanged. Every flag
+//! keeps its value as given in [`ServerFlags::as_pairs`], which feeds
+//! `/api/v1/status/flags`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser};
+
+/// `kiln`: a Prometheus-compatible monitoring server.
+#[derive(Debug, Parser)]
+#[command(name = "kiln", version, about)]
+pub struct Cli {
+    /// The server's flags.
+    #[command(flatten)]
+    pub server: ServerFlags,
+}
+
+/// The server's flags, named as Prometheus names them.
+#[derive(Debug, Clone, Args)]
+pub struct ServerFlags {
+    /// Prometheus configuration file. Without it, kiln runs an embedded
+    /// default configuration that scrapes kiln itself.
+    #[arg(long = "config.file", value_name = "FILE")]
+    pub config_file: Option<PathBuf>,
+
+    /// Base path for metrics storage.
+    #[arg(
+        long = "storage.tsdb.path",
+        value_name = "DIR",
+        default_value = "data/"
+    )]
+    pub storage_path: PathBuf,
+
+    /// How long to retain samples in storage (Prometheus duration; 0 = default 15d).
+    #[arg(long = "storage.tsdb.retention.time", value_name = "DURATION", default_value = "15d", value_parser = parse_duration_flag)]
+    pub retention_time: Duration,
+
+    /// Maximum bytes of storage blocks to retain (e.g. 512MB, 10GB; 0 = no limit).
+    #[arg(long = "storage.tsdb.retention.size", value_name = "BYTES", default_value = "0B", value_parser = parse_bytes_flag)]
+    pub retention_size: u64,
+
+    /// Address to listen on for the API and /metrics.
+    #[arg(
+        long = "web.listen-address",
+        value_name = "ADDR",
+        default_value = "0.0.0.0:9090"
+    )]
+    pub listen_address: String,
+
+    /// Enable shutdown and reload via HTTP request.
+    #[arg(long = "web.enable-lifecycle")]
+    pub enable_lifecycle: bool,
+
+    /// Maximum number of samples a single query can load into memory.
+    #[arg(
+        long = "query.max-samples",
+        value_name = "N",
+        default_value_t = 50_000_000
+    )]
+    pub query_max_samples: u64,
+
+    /// Maximum time a query may take before being aborted.
+    #[arg(long = "query.timeout", value_name = "DURATION", default_value = "2m", value_parser = parse_duration_flag)]
+    pub query_timeout: Duration,
+
+    /// How far back to look for a sample in instant-vector selection.
+    #[arg(long = "query.lookback-delta", value_name = "DURATION", default_value = "5m", value_parser = parse_duration_flag)]
+    pub query_lookback_delta: Duration,
+
+    /// Only log messages with the given severity or above: debug, info, warn, error.
+    #[arg(long = "log.level", value_name = "LEVEL", default_value = "info", value_parser = ["debug", "info", "warn", "error"])]
+    pub log_level: String,
+
+    /// Number of shards (threads pinned to cores). Default: the cores
+    /// available to the process.
+    #[arg(long = "shards", value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub shards: Option<u16>,
+}
+
+impl ServerFlags {
+    /// Every flag with its value as Prometheus renders it in
+    /// `/api/v1/status/flags` (durations in Prometheus syntax, bytes with a
+    /// unit), sorted by name.
+    pub fn as_pairs(&self, shards: usize) -> Vec<(&'static str, String)> {
+        let mut v = vec![
+            (
+                "config.file",
+                self.config_file
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+            ),
+            ("log.level", self.log_level.clone()),
+            (
+                "query.lookback-delta",
+                format_duration(self.query_lookback_delta),
+            ),
+            ("query.max-samples", self.query_max_samples.to_string()),
+            ("query.timeout", format_duration(self.query_timeout)),
+            ("shards", shards.to_string()),
+            ("storage.tsdb.path", self.storage_path.display().to_string()),
+            (
+                "storage.tsdb.retention.size",
+                format_bytes(self.retention_size),
+            ),
+            (
+                "storage.tsdb.retention.time",
+                format_duration(self.retention_time),
+            ),
+            ("web.enable-lifecycle", self.enable_lifecycle.to_string()),
+            ("web.listen-address", self.listen_address.clone()),
+        ];
+        v.sort_by_key(|(k, _)| *k);
+        v
+    }
+}
+
+/// Units of Prometheus durations, largest first, in milliseconds.
+const DURATION_UNITS: [(&str, u64); 7] = [
+    ("y", 365 * 24 * 3600 * 1000),
+    ("w", 7 * 24 * 3600 * 1000),
+    ("d", 24 * 3600 * 1000),
+    ("h", 3600 * 1000),
+    ("m", 60 * 1000),
+    ("s", 1000),
+    ("ms", 1),
+];
+
+fn parse_duration_flag(s: &str) -> Result<Duration, String> {
+    parse_prometheus_duration(s).ok_or_else(|| format!("not a valid duration string: {s:?}"))
+}
+
+/// Parses a Prometheus duration (`1h30m`, `15d`, `500ms`, `0`): one or more
+/// number-unit pairs in decreasing unit order, each unit at most once.
+pub fn parse_prometheus_duration(s: &str) -> Option<Duration> {
+    if s == "0" {
+        return Some(Duration::ZERO);
+    }
+    let b = s.as_bytes();
+    let (mut i, mut total, mut last_unit) = (0usize, 0u64, usize::MAX);
+    if b.is_empty() {
+        return None;
+    }
+    while i < b.len() {
+        let start = i;
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
+        }
+        let n: u64 = s[start..i].parse().ok()?;
+        // `ms` must be tried before `m`.
+        let rest = &s[i..];
+        let (idx, unit_len) = if rest.starts_with("ms") {
+            (6, 2)
+        } else {
+            let idx = DURATION_UNITS
+                .iter()
+                .position(|(u, _)| u.len() == 1 && rest.starts_with(u))?;
+            (idx, 1)
+        };
+        if last_unit != usize::MAX && idx <= last_unit {
+            return None; // Units must strictly decrease.
+        }
+        last_unit = idx;
+        i += unit_len;
+        total = total.checked_add(n.checked_mul(DURATION_UNITS[idx].1)?)?;
+    }
+    Some(Duration::from_millis(total))
+}
+
+/// Renders a duration as Prometheus does: the largest units first, zero
+/// parts left out, `0s` for zero.
+pub fn format_duration(d: Duration) -> String {
+    let mut ms = d.as_millis() as u64;
+    if ms == 0 {
+        return "0s".to_owned();
+    }
+    let mut out = String::new();
+    for (unit, size) in DURATION_UNITS {
+        // Prometheus folds years into days only when they do not divide
+        // evenly; weeks likewise. Keep exact multiples of the larger unit.
+        if ms >= size && (!matches!(unit, "y" | "w") || ms.is_multiple_of(size)) {
+            out.push_str(&format!("{}{unit}", ms / size));
+            ms %= size;
+        }
+    }
+    out
+}
+
+fn parse_bytes_flag(s: &str) -> Result<u64, String> {
+    parse_bytes(s).ok_or_else(|| format!("not a valid byte size: {s:?}"))
+}
+
+/// Units of Prometheus byte sizes (powers of 1024), largest first.
+const BYTE_UNITS: [(&str, u64); 7] = [
+    ("EB", 1 << 60),
+    ("PB", 1 << 50),
+    ("TB", 1 << 40),
+    ("GB", 1 << 30),
+    ("MB", 1 << 20),
+    ("KB", 1 << 10),
+    ("B", 1),
+];
+
+/// Parses a Prometheus byte size: a whole number and a unit among `B KB MB
+/// GB TB PB EB` (powers of 1024), or a bare `0`.
+pub fn parse_bytes(s: &str) -> Option<u64> {
+    if s == "0" {
+        return Some(0);
+    }
+    let digits = s.bytes().take_while(u8::is_ascii_digit).count();
+    let n: u64 = s[..digits].parse().ok()?;
+    let (_, size) = BYTE_UNITS.iter().find(|(u, _)| *u == &s[digits..])?;
+    n.checked_mul(*size)
+}
+
+/// Renders a byte size with the largest unit that divides it.
+pub fn format_bytes(n: u64) -> String {
+    let (unit, size) = BYTE_UNITS
+        .iter()
+        .find(|(_, size)| n != 0 && n.is_multiple_of(*size))
+        .copied()
+        .unwrap_or(("B", 1));
+    format!("{}{unit}", n / size)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        let ms = |s| parse_prometheus_duration(s).map(|d| d.as_millis() as u64);
+        assert_eq!(ms("0"), Some(0));
+        assert_eq!(ms("15d"), Some(15 * 86_400_000));
+        assert_eq!(ms("1h30m"), Some(5_400_000));
+        assert_eq!(ms("1m500ms"), Some(60_500));
+        assert_eq!(ms("2y1w"), Some(2 * 31_536_000_000 + 604_800_000));
+        assert_eq!(ms(""), None);
+        assert_eq!(ms("5"), None);
+        assert_eq!(ms("30m1h"), None);
+        assert_eq!(ms("1h1h"), None);
+        assert_eq!(ms("1.5h"), None);
+        assert_eq!(ms("-1h"), None);
+        assert_eq!(ms("99999999999999999999s"), None);
+    }
+
+    #[test]
+    fn duration_rendering_matches_prometheus() {
+        // Values as `prometheus --help` and /api/v1/status/flags show them.
+        let f = |ms| format_duration(Duration::from_millis(ms));
+        assert_eq!(f(0), "0s");
+        assert_eq!(f(300_000), "5m");
+        assert_eq!(f(120_000), "2m");
+        assert_eq!(f(15 * 86_400_000), "15d");
+        assert_eq!(f(36 * 3_600_000), "1d12h");
+        assert_eq!(f(14 * 86_400_000), "2w");
+        assert_eq!(f(90_500), "1m30s500ms");
+    }
+
+    #[test]
+    fn byte_sizes() {
+        assert_eq!(parse_bytes("0"), Some(0));
+        assert_eq!(parse_bytes("0B"), Some(0));
+        assert_eq!(parse_bytes("512MB"), Some(512 << 20));
+        assert_eq!(parse_bytes("10GB"), Some(10 << 30));
+        assert_eq!(parse_bytes("10gb"), None);
+        assert_eq!(parse_bytes("MB"), None);
+        assert_eq!(format_bytes(0), "0B");
+        assert_eq!(format_bytes(512 << 20), "512MB");
+        assert_eq!(format_bytes(1500), "1500B");
+    }
+
+    #[test]
+    fn flags_parse_with_prometheus_names() {
+        let cli = Cli::try_parse_from([
+            "kiln",
+            "--config.file=/etc/p.yml",
+            "--web.listen-address=127.0.0.1:0",
+            "--query.lookback-delta=1m",
+            "--storage.tsdb.retention.size=1GB",
+            "--shards=3",
+        ])
+        .unwrap();
+        assert_eq!(cli.server.query_lookback_delta, Duration::from_secs(60));
+        assert_eq!(cli.server.retention_size, 1 << 30);
+        assert_eq!(cli.server.shards, Some(3));
+        let pairs = cli.server.as_pairs(3);
+        assert!(pairs.windows(2).all(|w| w[0].0 < w[1].0));
+        assert!(pairs.contains(&("storage.tsdb.retention.time", "15d".to_owned())));
+        assert!(Cli::try_parse_from(["kiln", "--query.timeout=soon"]).is_err());
+        assert!(Cli::try_parse_from(["kiln", "--shards=0"]).is_err());
+    }
+}

@@ -1,0 +1,283 @@
+//! kiln's own metrics, exposed on `/metrics` in text format 0.0.4.
+//!
+//! Where a metric means the same as one of Prometheus's it has Prometheus's
+//! name and labels, so existing dashboards and alerts keep working
+//! (`prometheus_http_requests_total`, `prometheus_config_last_reload_*`,
+//! `prometheus_build_info`, `process_*`).
+//!
+//! Counters here are updated off the ingest hot path (HTTP requests, reloads);
+//! the storage and scrape counters of each shard are read from the shards
+//! when `/metrics` is rendered.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use parking_lot::Mutex;
+
+/// The version Prometheus API clients are told (see docs/compatibility.md:
+/// Grafana gates features on it, so kiln reports the API level it serves).
+pub const PROMETHEUS_API_VERSION: &str = "3.0.0";
+
+/// Process-wide self-metrics.
+pub struct SelfMetrics {
+    http_requests: Mutex<BTreeMap<(&'static str, u16), u64>>,
+    reload_successful: AtomicBool,
+    reload_success_time: AtomicU64,
+    reloads_total: AtomicU64,
+    reload_failures_total: AtomicU64,
+}
+
+impl SelfMetrics {
+    /// Fresh metrics; the initial config load counts as the first reload.
+    pub fn new() -> Self {
+        SelfMetrics {
+            http_requests: Mutex::new(BTreeMap::new()),
+            reload_successful: AtomicBool::new(false),
+            reload_success_time: AtomicU64::new(0),
+            reloads_total: AtomicU64::new(0),
+            reload_failures_total: AtomicU64::new(0),
+        }
+    }
+
+    /// Counts one served request.
+    pub fn http_request(&self, handler: &'static str, code: u16) {
+        *self
+            .http_requests
+            .lock()
+            .entry((handler, code))
+            .or_insert(0) += 1;
+    }
+
+    /// Records the outcome of a configuration (re)load.
+    pub fn config_loaded(&self, ok: bool) {
+        self.reloads_total.fetch_add(1, Ordering::Relaxed);
+        self.reload_successful.store(ok, Ordering::Relaxed);
+        if ok {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            self.reload_success_time.store(now, Ordering::Relaxed);
+        } else {
+            self.reload_failures_total.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether the last configuration load succeeded.
+    pub fn last_reload_successful(&self) -> bool {
+        self.reload_successful.load(Ordering::Relaxed)
+    }
+
+    /// Renders every metric in text format 0.0.4.
+    pub fn render(&self, started: SystemTime, shards: usize) -> String {
+        let mut out = String::with_capacity(4096);
+        let mut family = |name: &str, kind: &str, help: &str, samples: &[(String, f64)]| {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            for (labels, v) in samples {
+                let _ = writeln!(out, "{name}{labels} {}", format_sample_value(*v));
+            }
+        };
+        family(
+            "prometheus_build_info",
+            "gauge",
+            "A metric with a constant '1' value labeled by version, revision, branch, and goversion from which prometheus was built.",
+            &[(
+                format!(
+                    "{{branch=\"kiln\",goversion=\"rust\",revision=\"kiln-{}\",version=\"{PROMETHEUS_API_VERSION}\"}}",
+                    env!("CARGO_PKG_VERSION")
+                ),
+                1.0,
+            )],
+        );
+        family(
+            "kiln_shards",
+            "gauge",
+            "Number of shards (threads pinned to cores) this kiln runs.",
+            &[(String::new(), shards as f64)],
+        );
+        family(
+            "prometheus_config_last_reload_successful",
+            "gauge",
+            "Whether the last configuration reload attempt was successful.",
+            &[(
+                String::new(),
+                f64::from(u8::from(self.last_reload_successful())),
+            )],
+        );
+        family(
+            "prometheus_config_last_reload_success_timestamp_seconds",
+            "gauge",
+            "Timestamp of the last successful configuration reload.",
+            &[(
+                String::new(),
+                self.reload_success_time.load(Ordering::Relaxed) as f64,
+            )],
+        );
+        let http: Vec<(String, f64)> = self
+            .http_requests
+            .lock()
+            .iter()
+            .map(|((h, c), n)| (format!("{{code=\"{c}\",handler=\"{h}\"}}"), *n as f64))
+            .collect();
+        family(
+            "prometheus_http_requests_total",
+            "counter",
+            "Counter of HTTP requests.",
+            &http,
+        );
+        let started_secs = started
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        family(
+            "process_start_time_seconds",
+            "gauge",
+            "Start time of the process since unix epoch in seconds.",
+            &[(String::new(), started_secs)],
+        );
+        if let Some(p) = ProcessStats::read() {
+            family(
+                "process_cpu_seconds_total",
+                "counter",
+                "Total user and system CPU time spent in seconds.",
+                &[(String::new(), p.cpu_seconds)],
+            );
+            family(
+                "process_resident_memory_bytes",
+                "gauge",
+                "Resident memory size in bytes.",
+                &[(String::new(), p.rss_bytes as f64)],
+            );
+            family(
+                "process_virtual_memory_bytes",
+                "gauge",
+                "Virtual memory size in bytes.",
+                &[(String::new(), p.vsize_bytes as f64)],
+            );
+            family(
+                "process_open_fds",
+                "gauge",
+                "Number of open file descriptors.",
+                &[(String::new(), p.open_fds as f64)],
+            );
+            family(
+                "process_threads",
+                "gauge",
+                "Number of OS threads in the process.",
+                &[(String::new(), p.threads as f64)],
+            );
+        }
+        out
+    }
+}
+
+impl Default for SelfMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A sample value as text format 0.0.4 writes it.
+pub fn format_sample_value(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".to_owned()
+    } else if v.is_infinite() {
+        if v > 0.0 { "+Inf" } else { "-Inf" }.to_owned()
+    } else {
+        v.to_string()
+    }
+}
+
+/// This process's resource use, read from `/proc/self`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ProcessStats {
+    /// utime + stime in seconds.
+    pub cpu_seconds: f64,
+    /// Resident set size in bytes.
+    pub rss_bytes: u64,
+    /// Virtual size in bytes.
+    pub vsize_bytes: u64,
+    /// Open file descriptors.
+    pub open_fds: u64,
+    /// OS threads.
+    pub threads: u64,
+}
+
+impl ProcessStats {
+    /// Reads the stats; `None` where `/proc` is not available.
+    pub fn read() -> Option<Self> {
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        // Fields after the command name, which is in parentheses and may
+        // itself contain spaces or parentheses: split after the last `)`.
+        let rest = &stat[stat.rfind(')')? + 2..];
+        let f: Vec<&str> = rest.split_ascii_whitespace().collect();
+        // Field numbers from proc(5), minus 3 for pid, comm and the offset.
+        let num = |i: usize| f.get(i).and_then(|s| s.parse::<u64>().ok());
+        let (utime, stime) = (num(11)?, num(12)?);
+        let threads = num(17)?;
+        let vsize = num(20)?;
+        let rss_pages = num(21)?;
+        // SAFETY: sysconf has no preconditions; it only reads system constants.
+        let (ticks, page) = unsafe {
+            (
+                libc::sysconf(libc::_SC_CLK_TCK),
+                libc::sysconf(libc::_SC_PAGESIZE),
+            )
+        };
+        let open_fds = std::fs::read_dir("/proc/self/fd")
+            .map(|d| d.count() as u64)
+            .unwrap_or(0);
+        Some(ProcessStats {
+            cpu_seconds: (utime + stime) as f64 / ticks.max(1) as f64,
+            rss_bytes: rss_pages * page.max(1) as u64,
+            vsize_bytes: vsize,
+            open_fds,
+            threads,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sample_values_render_as_text_format() {
+        assert_eq!(format_sample_value(1.0), "1");
+        assert_eq!(format_sample_value(0.5), "0.5");
+        assert_eq!(format_sample_value(f64::INFINITY), "+Inf");
+        assert_eq!(format_sample_value(f64::NEG_INFINITY), "-Inf");
+        assert_eq!(format_sample_value(f64::NAN), "NaN");
+    }
+
+    #[test]
+    fn process_stats_are_plausible() {
+        let p = ProcessStats::read().expect("/proc is mounted on Linux");
+        assert!(p.rss_bytes > 0);
+        assert!(p.vsize_bytes >= p.rss_bytes);
+        assert!(p.threads >= 1);
+        assert!(p.open_fds >= 3);
+    }
+
+    #[test]
+    fn render_counts_requests_and_reloads() {
+        let m = SelfMetrics::new();
+        m.http_request("/metrics", 200);
+        m.http_request("/metrics", 200);
+        m.config_loaded(false);
+        let text = m.render(SystemTime::now(), 2);
+        assert!(
+            text.contains("prometheus_http_requests_total{code=\"200\",handler=\"/metrics\"} 2\n")
+        );
+        assert!(text.contains("prometheus_config_last_reload_successful 0\n"));
+        assert!(text.contains("kiln_shards 2\n"));
+        m.config_loaded(true);
+        assert!(
+            m.render(SystemTime::now(), 2)
+                .contains("prometheus_config_last_reload_successful 1\n")
+        );
+    }
+}

@@ -1,0 +1,152 @@
+//! The server's lifecycle on the main thread: load the configuration, bind,
+//! start the shards, then wait for signals and control requests (SIGHUP and
+//! `/-/reload` reload; SIGTERM, SIGINT and `/-/quit` stop), and shut down in
+//! order.
+
+use std::sync::Arc;
+
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{mpsc, watch};
+
+use crate::cli::ServerFlags;
+use crate::shard;
+use crate::state::{Control, ServerState, load_config};
+
+/// Why the server could not start or run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The configuration could not be loaded at start.
+    #[error(transparent)]
+    Config(#[from] crate::state::ConfigLoadError),
+    /// The listeners could not be set up.
+    #[error(transparent)]
+    Listen(#[from] shard::ListenError),
+    /// The data directory could not be created.
+    #[error("cannot create data directory {path:?}: {source}")]
+    DataDir {
+        /// The directory.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// An OS resource (thread, runtime, signal handler) was refused.
+    #[error("{what}: {source}")]
+    Os {
+        /// What was being set up.
+        what: &'static str,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// Runs the server until it is told to stop.
+pub fn run(flags: ServerFlags) -> Result<(), ServerError> {
+    let config = load_config(flags.config_file.as_deref())?;
+    std::fs::create_dir_all(&flags.storage_path).map_err(|source| ServerError::DataDir {
+        path: flags.storage_path.display().to_string(),
+        source,
+    })?;
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    let shards = flags
+        .shards
+        .map(usize::from)
+        .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
+        .unwrap_or(1);
+    let addr = shard::resolve_listen_address(&flags.listen_address)?;
+    let listeners = shard::bind_listeners(addr, shards)?;
+    let bound = listeners
+        .first()
+        .and_then(|l| l.local_addr().ok())
+        .unwrap_or(addr);
+
+    // Signal handlers are installed before anything is announced, so a
+    // signal sent as soon as kiln reports its address is never missed.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| ServerError::Os {
+            what: "main runtime",
+            source,
+        })?;
+    let (mut term, mut int, mut hup) = {
+        let _ctx = rt.enter();
+        let os = |source| ServerError::Os {
+            what: "signal handler",
+            source,
+        };
+        (
+            signal(SignalKind::terminate()).map_err(os)?,
+            signal(SignalKind::interrupt()).map_err(os)?,
+            signal(SignalKind::hangup()).map_err(os)?,
+        )
+    };
+
+    let (control_tx, mut control_rx) = mpsc::unbounded_channel();
+    let state = Arc::new(ServerState::new(flags, shards, config, control_tx));
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let mut threads = Vec::with_capacity(shards);
+    for (id, listener) in listeners.into_iter().enumerate() {
+        let core = (!cores.is_empty()).then(|| cores[id % cores.len()]);
+        let t = shard::spawn(id, core, listener, state.clone(), shutdown_rx.clone()).map_err(
+            |source| ServerError::Os {
+                what: "spawn shard thread",
+                source,
+            },
+        )?;
+        threads.push(t);
+    }
+    // Ready before the address is announced, so that whoever waits for the
+    // announcement finds `/-/ready` answering 200.
+    state.set_ready(true);
+    log::info!(
+        "kiln {} listening on {bound} with {shards} shards",
+        env!("CARGO_PKG_VERSION")
+    );
+    log::info!("Server is ready to receive web requests.");
+
+    rt.block_on(async {
+        loop {
+            tokio::select! {
+                _ = term.recv() => { log::warn!("Received SIGTERM, exiting gracefully..."); break; }
+                _ = int.recv() => { log::warn!("Received SIGINT, exiting gracefully..."); break; }
+                _ = hup.recv() => { let _ = reload(&state); }
+                msg = control_rx.recv() => match msg {
+                    Some(Control::Reload(reply)) => { let _ = reply.send(reload(&state)); }
+                    Some(Control::Quit) => { log::warn!("Received termination request via web service, exiting gracefully..."); break; }
+                    None => break,
+                },
+            }
+        }
+        Ok::<(), ServerError>(())
+    })?;
+
+    state.set_ready(false);
+    // Receivers only disappear when their shard has already stopped.
+    let _ = shutdown_tx.send(true);
+    for t in threads {
+        if t.join().is_err() {
+            log::error!("a shard thread panicked during shutdown");
+        }
+    }
+    log::info!("See you next time!");
+    Ok(())
+}
+
+/// Reloads the configuration file; on failure the running configuration
+/// stays in force.
+fn reload(state: &ServerState) -> Result<(), String> {
+    log::info!("Loading configuration file");
+    match load_config(state.flags.config_file.as_deref()) {
+        Ok(cfg) => {
+            *state.config.write() = cfg;
+            state.metrics.config_loaded(true);
+            log::info!("Completed loading of configuration file");
+            Ok(())
+        }
+        Err(e) => {
+            state.metrics.config_loaded(false);
+            log::error!("Error reloading config: {e}");
+            Err(e.to_string())
+        }
+    }
+}

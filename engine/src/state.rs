@@ -1,0 +1,116 @@
+//! What every shard shares: the flags, the loaded configuration, readiness,
+//! self-metrics, and the control channel to the main thread.
+//!
+//! Shards read this state; only the main thread changes the configuration
+//! (at start, on SIGHUP, or when a shard forwards `POST /-/reload`). The
+//! configuration sits behind a read-write lock that is taken only off the
+//! ingest hot path (status requests and reloads).
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::SystemTime;
+
+use parking_lot::RwLock;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::cli::ServerFlags;
+use crate::selfmetrics::SelfMetrics;
+
+/// The configuration kiln runs when no `--config.file` is given: it scrapes
+/// kiln's own `/metrics`, so a fresh `cargo run` shows a working server.
+pub const DEFAULT_CONFIG: &str = include_str!("default-config.yml");
+
+/// A configuration as loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadedConfig {
+    /// The YAML text, served by `/api/v1/status/config`.
+    pub yaml: String,
+    /// When it was loaded.
+    pub loaded_at: SystemTime,
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigLoadError {
+    /// The file could not be read.
+    #[error("couldn't load configuration (--config.file={path:?}): {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+/// Loads the configuration file, or the embedded default.
+pub fn load_config(path: Option<&Path>) -> Result<LoadedConfig, ConfigLoadError> {
+    let yaml = match path {
+        None => DEFAULT_CONFIG.to_owned(),
+        Some(p) => std::fs::read_to_string(p).map_err(|source| ConfigLoadError::Read {
+            path: p.display().to_string(),
+            source,
+        })?,
+    };
+    Ok(LoadedConfig {
+        yaml,
+        loaded_at: SystemTime::now(),
+    })
+}
+
+/// Requests a shard sends to the main thread.
+#[derive(Debug)]
+pub enum Control {
+    /// Reload the configuration and report the outcome.
+    Reload(oneshot::Sender<Result<(), String>>),
+    /// Shut down (`POST /-/quit`).
+    Quit,
+}
+
+/// State shared by all shards. See the module documentation.
+pub struct ServerState {
+    /// The flags kiln was started with.
+    pub flags: ServerFlags,
+    /// Number of shards running.
+    pub shards: usize,
+    /// When the process started.
+    pub started: SystemTime,
+    /// The configuration in force.
+    pub config: RwLock<LoadedConfig>,
+    /// Self-metrics.
+    pub metrics: SelfMetrics,
+    /// Where shards send reload and quit requests.
+    pub control: mpsc::UnboundedSender<Control>,
+    ready: AtomicBool,
+}
+
+impl ServerState {
+    /// New state, not ready yet.
+    pub fn new(
+        flags: ServerFlags,
+        shards: usize,
+        config: LoadedConfig,
+        control: mpsc::UnboundedSender<Control>,
+    ) -> Self {
+        let metrics = SelfMetrics::new();
+        metrics.config_loaded(true);
+        ServerState {
+            flags,
+            shards,
+            started: SystemTime::now(),
+            config: RwLock::new(config),
+            metrics,
+            control,
+            ready: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether kiln serves queries yet (`/-/ready`).
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// Marks kiln ready or not.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Release);
+    }
+}
