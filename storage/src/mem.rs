@@ -136,7 +136,7 @@ mod tests {
         // `job=""` selects only the series without a job label.
         let m = [Matcher::new(MatchOp::Equal, "job", "").unwrap()];
         let batch = s.select(&m, &SelectHints::range(0, 100)).unwrap();
-        assert_eq!(batch.labels(), &[b.clone()]);
+        assert_eq!(batch.labels(), std::slice::from_ref(&b));
 
         let m = [Matcher::equal("__name__", "x")];
         let batch = s.select(&m, &SelectHints::range(11, 20)).unwrap();
