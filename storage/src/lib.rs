@@ -20,5 +20,5 @@ pub use labels::{Label, LabelError, Labels, LabelsBuilder, METRIC_NAME, NameVali
 pub use matcher::{MatchOp, Matcher, MatcherError};
 pub use select::{
     STALE_NAN_BITS, Select, SelectError, SelectHints, SeriesBatch, SeriesBatchBuilder, SeriesRef,
-    is_stale_nan, stale_nan,
+    is_stale_nan, merge_batches, stale_nan,
 };

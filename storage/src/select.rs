@@ -13,6 +13,12 @@
 //! * within a series, timestamps are strictly increasing and within
 //!   `[mint, maxt]` of the select that produced the batch;
 //! * values are bit-exact as appended (the staleness NaN included).
+//!
+//! [`merge_batches`] combines batches that each keep these invariants (one
+//! per shard, or head and blocks) into one batch that keeps them too.
+
+use std::cmp::{Ordering, Reverse};
+use std::collections::BinaryHeap;
 
 use arrow_array::{Float64Array, Int64Array};
 use arrow_buffer::{OffsetBuffer, ScalarBuffer};
@@ -235,6 +241,164 @@ impl SeriesBatchBuilder {
     }
 }
 
+/// The head of one input of [`merge_batches`]: the label set at its cursor,
+/// ordered by labels and then by input position so that equal label sets pop
+/// in input order.
+#[derive(PartialEq, Eq)]
+struct MergeHead {
+    labels: Labels,
+    input: usize,
+}
+
+impl Ord for MergeHead {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.labels
+            .cmp(&other.labels)
+            .then(self.input.cmp(&other.input))
+    }
+}
+
+impl PartialOrd for MergeHead {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// One input of [`merge_batches`], taken apart, with its read position.
+struct MergeInput {
+    labels: std::vec::IntoIter<Labels>,
+    offsets: OffsetBuffer<i64>,
+    timestamps: Int64Array,
+    values: Float64Array,
+    /// Index of the series whose labels sit in the heap.
+    series: usize,
+}
+
+impl MergeInput {
+    fn samples(&self, series: usize) -> (&[i64], &[f64]) {
+        // Offsets are within the arrays by the batch invariant.
+        let r = self.offsets[series] as usize..self.offsets[series + 1] as usize;
+        (
+            &self.timestamps.values()[r.clone()],
+            &self.values.values()[r],
+        )
+    }
+}
+
+/// Merges label-sorted batches into one label-sorted batch (a k-way merge).
+///
+/// A label set present in several inputs becomes one series whose samples
+/// are the union by timestamp; on an equal timestamp the sample of the
+/// earliest input (lowest position in `batches`) wins. Each input must keep
+/// the [`SeriesBatch`] invariants; the output then keeps them too.
+pub fn merge_batches(batches: Vec<SeriesBatch>) -> SeriesBatch {
+    let mut batches: Vec<SeriesBatch> = batches.into_iter().filter(|b| !b.is_empty()).collect();
+    if batches.len() <= 1 {
+        return batches.pop().unwrap_or_else(SeriesBatch::empty);
+    }
+    let series: usize = batches.iter().map(SeriesBatch::len).sum();
+    let samples: usize = batches.iter().map(SeriesBatch::sample_count).sum();
+    let mut out = SeriesBatchBuilder::with_capacity(series, samples);
+    let mut inputs: Vec<MergeInput> = Vec::with_capacity(batches.len());
+    let mut heap = BinaryHeap::with_capacity(batches.len());
+    for (input, b) in batches.into_iter().enumerate() {
+        let (labels, offsets, timestamps, values) = b.into_parts();
+        let mut labels = labels.into_iter();
+        if let Some(first) = labels.next() {
+            heap.push(Reverse(MergeHead {
+                labels: first,
+                input,
+            }));
+        }
+        inputs.push(MergeInput {
+            labels,
+            offsets,
+            timestamps,
+            values,
+            series: 0,
+        });
+    }
+    // Inputs holding the current label set, in input order.
+    let mut same: Vec<usize> = Vec::with_capacity(inputs.len());
+    let (mut ts, mut vs) = (Vec::new(), Vec::new());
+    while let Some(Reverse(head)) = heap.pop() {
+        same.clear();
+        same.push(head.input);
+        while heap
+            .peek()
+            .is_some_and(|Reverse(next)| next.labels == head.labels)
+        {
+            // The peek above just saw an element.
+            let Some(Reverse(next)) = heap.pop() else {
+                break;
+            };
+            same.push(next.input);
+        }
+        out.push_series(head.labels);
+        if let [only] = same[..] {
+            let (t, v) = inputs[only].samples(inputs[only].series);
+            out.extend_samples(t, v);
+        } else {
+            ts.clear();
+            vs.clear();
+            for &i in &same {
+                let (t, v) = inputs[i].samples(inputs[i].series);
+                merge_earlier_wins(&mut ts, &mut vs, t, v);
+            }
+            out.extend_samples(&ts, &vs);
+        }
+        for &i in &same {
+            let input = &mut inputs[i];
+            input.series += 1;
+            if let Some(labels) = input.labels.next() {
+                heap.push(Reverse(MergeHead { labels, input: i }));
+            }
+        }
+    }
+    out.finish()
+}
+
+/// Merges the time-sorted samples `(t, v)` into the time-sorted `(ts, vs)`;
+/// on an equal timestamp the sample already in `(ts, vs)` stays.
+fn merge_earlier_wins(ts: &mut Vec<i64>, vs: &mut Vec<f64>, t: &[i64], v: &[f64]) {
+    if ts
+        .last()
+        .is_none_or(|&last| t.first().is_none_or(|&f| f > last))
+    {
+        ts.extend_from_slice(t);
+        vs.extend_from_slice(v);
+        return;
+    }
+    let (old_t, old_v) = (std::mem::take(ts), std::mem::take(vs));
+    ts.reserve(old_t.len() + t.len());
+    vs.reserve(old_v.len() + v.len());
+    let (mut i, mut j) = (0, 0);
+    while i < old_t.len() && j < t.len() {
+        match old_t[i].cmp(&t[j]) {
+            Ordering::Less => {
+                ts.push(old_t[i]);
+                vs.push(old_v[i]);
+                i += 1;
+            }
+            Ordering::Greater => {
+                ts.push(t[j]);
+                vs.push(v[j]);
+                j += 1;
+            }
+            Ordering::Equal => {
+                ts.push(old_t[i]);
+                vs.push(old_v[i]);
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    ts.extend_from_slice(&old_t[i..]);
+    vs.extend_from_slice(&old_v[i..]);
+    ts.extend_from_slice(&t[j..]);
+    vs.extend_from_slice(&v[j..]);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -256,5 +420,119 @@ mod tests {
         assert!(batch.series(1).timestamps.is_empty());
         assert_eq!(batch.series(2).values[0].to_bits(), (-0.0f64).to_bits());
         assert!(SeriesBatch::empty().is_empty());
+    }
+
+    fn batch(series: &[(&str, &[(i64, f64)])]) -> SeriesBatch {
+        let mut b = SeriesBatchBuilder::default();
+        for (name, samples) in series {
+            b.push_series(Labels::from_pairs([("a", *name)]).unwrap());
+            for &(t, v) in *samples {
+                b.push_sample(t, v);
+            }
+        }
+        b.finish()
+    }
+
+    #[test]
+    fn merge_interleaves_series_and_earlier_input_wins() {
+        let merged = merge_batches(vec![
+            batch(&[("b", &[(1, 1.0), (3, 3.0)]), ("d", &[])]),
+            batch(&[
+                ("a", &[(7, 7.0)]),
+                ("b", &[(2, 20.0), (3, 30.0), (4, 40.0)]),
+            ]),
+            SeriesBatch::empty(),
+            batch(&[("c", &[(5, stale_nan())])]),
+        ]);
+        let names: Vec<_> = merged
+            .labels()
+            .iter()
+            .map(|l| l.get("a").unwrap())
+            .collect();
+        assert_eq!(names, ["a", "b", "c", "d"]);
+        assert_eq!(merged.series(1).timestamps, &[1, 2, 3, 4]);
+        assert_eq!(merged.series(1).values, &[1.0, 20.0, 3.0, 40.0]);
+        assert!(is_stale_nan(merged.series(2).values[0]));
+        assert!(merged.series(3).timestamps.is_empty());
+        assert_eq!(merged.offsets().as_ref(), &[0, 1, 5, 6, 6]);
+        assert!(merge_batches(vec![]).is_empty());
+    }
+
+    mod prop {
+        use std::collections::BTreeMap;
+
+        use proptest::prelude::*;
+
+        use super::super::*;
+
+        /// One input: series keyed by a small label value, samples keyed by
+        /// timestamp (value bits, so NaN payloads compare exactly).
+        type Model = BTreeMap<u8, BTreeMap<i64, u64>>;
+
+        fn labels_of(k: u8) -> Labels {
+            // Two shapes of label set, so some sets are prefixes of others.
+            if k.is_multiple_of(3) {
+                Labels::from_pairs([("a", format!("{}", k / 3))]).unwrap()
+            } else {
+                Labels::from_pairs([("a", format!("{}", k / 3)), ("b", format!("{k}"))]).unwrap()
+            }
+        }
+
+        fn to_batch(m: &Model) -> SeriesBatch {
+            let sorted: BTreeMap<Labels, &BTreeMap<i64, u64>> =
+                m.iter().map(|(k, s)| (labels_of(*k), s)).collect();
+            let mut b = SeriesBatchBuilder::default();
+            for (l, s) in sorted {
+                b.push_series(l);
+                for (&t, &v) in s {
+                    b.push_sample(t, f64::from_bits(v));
+                }
+            }
+            b.finish()
+        }
+
+        fn input() -> impl Strategy<Value = Model> {
+            prop::collection::btree_map(
+                0u8..12,
+                prop::collection::btree_map(0i64..40, any::<u64>(), 0..8),
+                0..6,
+            )
+        }
+
+        proptest! {
+            #[test]
+            fn merge_matches_naive_union(inputs in prop::collection::vec(input(), 0..5)) {
+                let mut want: BTreeMap<Labels, BTreeMap<i64, u64>> = BTreeMap::new();
+                for m in &inputs {
+                    for (k, s) in m {
+                        let series = want.entry(labels_of(*k)).or_default();
+                        for (&t, &v) in s {
+                            series.entry(t).or_insert(v);
+                        }
+                    }
+                }
+                let got = merge_batches(inputs.iter().map(to_batch).collect());
+                let got: BTreeMap<Labels, BTreeMap<i64, u64>> = got
+                    .iter()
+                    .map(|s| {
+                        let samples = s.timestamps.iter().zip(s.values)
+                            .map(|(&t, v)| (t, v.to_bits()))
+                            .collect();
+                        (s.labels.clone(), samples)
+                    })
+                    .collect();
+                prop_assert_eq!(got, want);
+            }
+
+            #[test]
+            fn merge_output_keeps_batch_invariants(inputs in prop::collection::vec(input(), 0..5)) {
+                let got = merge_batches(inputs.iter().map(to_batch).collect());
+                prop_assert!(got.labels().windows(2).all(|w| w[0] < w[1]));
+                prop_assert_eq!(got.offsets().len(), got.len() + 1);
+                for s in got.iter() {
+                    prop_assert!(s.timestamps.windows(2).all(|w| w[0] < w[1]));
+                }
+            }
+        }
     }
 }
