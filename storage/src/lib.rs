@@ -7,15 +7,20 @@
 //! * [`labels`]: label sets, the identity of a series, and name validation;
 //! * [`matcher`]: `=`, `!=`, `=~`, `!~` with Prometheus/Go semantics;
 //! * [`select`]: the read contract, [`SeriesBatch`] in Arrow's list layout;
-//! * [`mem`]: the naive reference store used as a test oracle.
+//! * [`mem`]: the naive reference store used as a test oracle;
+//! * [`bitstream`]: bit-granular writer and reader;
+//! * [`chunk`]: the Gorilla-style chunk codec with decimal value encoding.
 
 #![warn(missing_docs)]
 
+pub mod bitstream;
+pub mod chunk;
 pub mod labels;
 pub mod matcher;
 pub mod mem;
 pub mod select;
 
+pub use chunk::{ChunkError, ChunkIter, MAX_CHUNK_SAMPLES, OpenChunk, ValueEncoding};
 pub use labels::{Label, LabelError, Labels, LabelsBuilder, METRIC_NAME, NameValidation};
 pub use matcher::{MatchOp, Matcher, MatcherError};
 pub use select::{
