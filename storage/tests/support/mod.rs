@@ -1,0 +1,3 @@
+//! Shared data builders for the integration tests.
+
+pub mod node_exporter;
