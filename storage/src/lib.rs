@@ -9,21 +9,31 @@
 //! * [`select`]: the read contract, [`SeriesBatch`] in Arrow's list layout;
 //! * [`mem`]: the naive reference store used as a test oracle;
 //! * [`bitstream`]: bit-granular writer and reader;
-//! * [`chunk`]: the Gorilla-style chunk codec with decimal value encoding.
+//! * [`chunk`]: the Gorilla-style chunk codec with decimal value encoding;
+//! * `index`: symbols, series ids, postings and matcher evaluation;
+//! * [`head`]: the appendable in-memory head and its appenders;
+//! * [`wal`]: the head's write-ahead log.
 
 #![warn(missing_docs)]
 
 pub mod bitstream;
 pub mod chunk;
+pub mod head;
+mod index;
 pub mod labels;
 pub mod matcher;
 pub mod mem;
 pub mod select;
+pub mod wal;
 
 pub use chunk::{ChunkError, ChunkIter, MAX_CHUNK_SAMPLES, OpenChunk, ValueEncoding};
+pub use head::{
+    AppendError, Appender, CommitStats, Head, HeadCounters, HeadMemory, HeadOptions, HeadRef,
+};
 pub use labels::{Label, LabelError, Labels, LabelsBuilder, METRIC_NAME, NameValidation};
 pub use matcher::{MatchOp, Matcher, MatcherError};
 pub use select::{
     STALE_NAN_BITS, Select, SelectError, SelectHints, SeriesBatch, SeriesBatchBuilder, SeriesRef,
     is_stale_nan, merge_batches, stale_nan,
 };
+pub use wal::{ReplayStats, WalError, WalOptions};

@@ -1,0 +1,830 @@
+//! The head: the in-memory, appendable part of a shard's storage.
+//!
+//! A [`Head`] owns its series (labels interned in the [`crate::index`],
+//! samples in Gorilla chunks), answers [`Select`] and the label APIs, and —
+//! when opened on a directory — logs every committed sample to its WAL
+//! before making it visible. Appends go through an [`Appender`], which
+//! stages samples and makes them visible all at once on
+//! [`Appender::commit`], or not at all.
+//!
+//! Invariants:
+//! * series ids are never reused: a [`HeadRef`] names one series for as
+//!   long as it lives, and [`AppendError::UnknownRef`] afterwards;
+//! * within a series, committed timestamps strictly increase; chunks are
+//!   time ordered and do not overlap; a chunk holds at most
+//!   [`MAX_CHUNK_SAMPLES`] samples and lies within one `chunk_range_ms`
+//!   aligned window;
+//! * no committed sample is below `min_valid` (the last truncation point)
+//!   as seen by readers: truncation drops chunks wholly below it, and every
+//!   read clamps its range to it;
+//! * a series is visible to reads only once it has a committed sample;
+//! * staged samples live in the appender and, per series, the last staged
+//!   sample is tagged with the appender's epoch; a new epoch makes all
+//!   earlier staging void, which is how rollback is O(1).
+
+use std::path::Path;
+
+use roaring::RoaringBitmap;
+
+use crate::chunk::{ChunkError, ChunkIter, MAX_CHUNK_SAMPLES, OpenChunk};
+use crate::index::Index;
+use crate::labels::Labels;
+use crate::matcher::Matcher;
+use crate::select::{Select, SelectError, SelectHints, SeriesBatch, SeriesBatchBuilder};
+use crate::wal::{ReplayStats, Wal, WalError, WalOptions, WalRecord};
+
+/// Head configuration.
+#[derive(Clone, Debug)]
+pub struct HeadOptions {
+    /// Chunks never span an aligned window of this many ms; it is also the
+    /// head's block range. Default 2 h.
+    pub chunk_range_ms: i64,
+    /// Series limit; [`AppendError::TooManySeries`] beyond it. 0 = none.
+    pub max_series: usize,
+}
+
+impl Default for HeadOptions {
+    fn default() -> Self {
+        HeadOptions {
+            chunk_range_ms: 7_200_000,
+            max_series: 0,
+        }
+    }
+}
+
+/// A handle on a head series: the fast path for appends.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct HeadRef(u32);
+
+/// Why one sample was refused. The others of the appender are unaffected.
+#[derive(Debug, thiserror::Error, Clone, Copy, PartialEq, Eq)]
+pub enum AppendError {
+    /// Older than the newest sample of its series.
+    #[error("out of order sample")]
+    OutOfOrder,
+    /// Same timestamp as the newest sample, different value.
+    #[error("duplicate sample for timestamp")]
+    DuplicateTimestamp,
+    /// Below the head's truncation point.
+    #[error("out of bounds")]
+    OutOfBounds,
+    /// The ref names no live series (it was garbage-collected).
+    #[error("unknown series reference")]
+    UnknownRef,
+    /// A series needs at least one label.
+    #[error("empty label set")]
+    EmptyLabels,
+    /// The head holds `max_series` series already.
+    #[error("too many series in the head")]
+    TooManySeries,
+}
+
+/// What a commit did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CommitStats {
+    /// Samples made visible.
+    pub samples: usize,
+    /// Series this appender created.
+    pub series_created: usize,
+    /// Samples this appender refused.
+    pub rejected: usize,
+}
+
+/// Monotonic counters of a head (Prometheus's `prometheus_tsdb_*`).
+#[derive(Debug, Clone, Default)]
+pub struct HeadCounters {
+    /// Samples committed.
+    pub samples_appended: u64,
+    /// Samples refused as out of order.
+    pub out_of_order: u64,
+    /// Samples refused for a second value at an existing timestamp.
+    pub duplicate: u64,
+    /// Samples refused below the truncation point.
+    pub out_of_bounds: u64,
+    /// Series created.
+    pub series_created: u64,
+    /// Series garbage-collected.
+    pub series_removed: u64,
+    /// Record bytes handed to the WAL writer.
+    pub wal_bytes_written: u64,
+    /// Torn or corrupt WAL tails truncated at open.
+    pub wal_truncations: u64,
+    /// Corrupt WAL records found at open.
+    pub wal_corruptions: u64,
+    /// WAL writes failed (full disk, I/O error); appends fail meanwhile.
+    pub wal_write_errors: u64,
+    /// Whether the WAL writes through io_uring (false: pwrite fallback).
+    pub wal_io_uring: bool,
+}
+
+/// Memory held by a head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HeadMemory {
+    /// All heap and inline bytes the head accounts for.
+    pub bytes_total: usize,
+    /// Live series.
+    pub series: usize,
+    /// Samples held in chunks.
+    pub samples: u64,
+    /// Bytes of encoded chunks (the samples' share of `bytes_total`).
+    pub chunk_bytes: usize,
+}
+
+/// A closed chunk with its time bounds.
+#[derive(Debug)]
+struct ClosedChunk {
+    min_t: i64,
+    max_t: i64,
+    bytes: Box<[u8]>,
+}
+
+impl ClosedChunk {
+    fn samples(&self) -> u64 {
+        u64::from(u16::from_be_bytes([self.bytes[2], self.bytes[3]]))
+    }
+}
+
+/// One series of the head.
+#[derive(Debug)]
+struct MemSeries {
+    /// Interned label pairs (name, value, …) in label order.
+    syms: Box<[u32]>,
+    hash: u64,
+    closed: Vec<ClosedChunk>,
+    open: OpenChunk,
+    /// End (exclusive) of the aligned window of the open chunk.
+    open_end: i64,
+    /// Newest committed sample: time and value bits.
+    last: Option<(i64, u64)>,
+    /// Newest staged sample and the epoch of the appender that staged it.
+    staged: (u64, i64, u64),
+    /// Whether the WAL has this series' definition.
+    logged: bool,
+}
+
+impl MemSeries {
+    fn first_time(&self) -> Option<i64> {
+        match self.closed.first() {
+            Some(c) => Some(c.min_t),
+            None if !self.open.is_empty() => Some(self.open.first_time()),
+            None => None,
+        }
+    }
+
+    /// Appends a committed sample, cutting the open chunk when it is full
+    /// or the sample leaves its window.
+    fn push(&mut self, t: i64, v: f64, range: i64) {
+        if !self.open.is_empty() && (self.open.len() >= MAX_CHUNK_SAMPLES || t >= self.open_end) {
+            let open = std::mem::take(&mut self.open);
+            self.closed.push(ClosedChunk {
+                min_t: open.first_time(),
+                max_t: open.last_time(),
+                bytes: open.finish(),
+            });
+        }
+        if self.open.is_empty() {
+            self.open_end = t.div_euclid(range).saturating_add(1).saturating_mul(range);
+        }
+        self.open.append(t, v);
+        self.last = Some((t, v.to_bits()));
+    }
+
+    /// The encoded chunks in time order with their bounds.
+    fn chunks(&self) -> impl Iterator<Item = (i64, i64, &[u8])> {
+        let open = (!self.open.is_empty()).then(|| {
+            (
+                self.open.first_time(),
+                self.open.last_time(),
+                self.open.bytes(),
+            )
+        });
+        self.closed
+            .iter()
+            .map(|c| (c.min_t, c.max_t, &c.bytes[..]))
+            .chain(open)
+    }
+
+    /// Calls `f` on every sample in `[lo, hi]`, in time order, until it
+    /// returns false.
+    fn for_each_in(
+        &self,
+        lo: i64,
+        hi: i64,
+        mut f: impl FnMut(i64, f64) -> bool,
+    ) -> Result<(), ChunkError> {
+        for (min_t, max_t, bytes) in self.chunks() {
+            if max_t < lo {
+                continue;
+            }
+            if min_t > hi {
+                break;
+            }
+            let mut it = ChunkIter::new(bytes)?;
+            let mut next = it.seek(lo)?;
+            while let Some((t, v)) = next {
+                if t > hi || !f(t, v) {
+                    return Ok(());
+                }
+                next = it.next_sample()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a committed sample lies in `[lo, hi]`.
+    fn has_sample_in(&self, lo: i64, hi: i64) -> bool {
+        let (Some(first), Some((last, _))) = (self.first_time(), self.last) else {
+            return false;
+        };
+        if last < lo || first > hi {
+            return false;
+        }
+        if first >= lo && last <= hi {
+            return true;
+        }
+        let mut found = false;
+        // A corrupt chunk counts as no sample here; select reports it.
+        let _ = self.for_each_in(lo, hi, |_, _| {
+            found = true;
+            false
+        });
+        found
+    }
+
+    fn samples(&self) -> u64 {
+        self.closed.iter().map(ClosedChunk::samples).sum::<u64>() + u64::from(self.open.len())
+    }
+
+    fn chunk_bytes(&self) -> usize {
+        self.closed.iter().map(|c| c.bytes.len()).sum::<usize>() + self.open.heap_bytes()
+    }
+}
+
+/// A staged sample.
+#[derive(Debug, Clone, Copy)]
+struct Staged {
+    id: u32,
+    t: i64,
+    v: f64,
+}
+
+/// The in-memory head of a shard. See the module documentation.
+pub struct Head {
+    opts: HeadOptions,
+    index: Index,
+    series: Vec<Option<Box<MemSeries>>>,
+    live: usize,
+    min_valid: i64,
+    min_time: Option<i64>,
+    max_time: Option<i64>,
+    counters: HeadCounters,
+    epoch: u64,
+    /// Reused staging buffer (kept here so appenders do not allocate).
+    staging: Vec<Staged>,
+    wal: Option<Wal>,
+}
+
+impl Head {
+    /// A memory-only head, with no WAL.
+    pub fn new(opts: HeadOptions) -> Head {
+        let opts = HeadOptions {
+            chunk_range_ms: opts.chunk_range_ms.max(1),
+            ..opts
+        };
+        Head {
+            opts,
+            index: Index::default(),
+            series: Vec::new(),
+            live: 0,
+            min_valid: i64::MIN,
+            min_time: None,
+            max_time: None,
+            counters: HeadCounters::default(),
+            epoch: 1,
+            staging: Vec::new(),
+            wal: None,
+        }
+    }
+
+    /// Opens the head logged in `wal_dir` (created if missing): replays the
+    /// WAL into memory, then logs every commit to it.
+    pub fn open(
+        wal_dir: &Path,
+        opts: HeadOptions,
+        wal: WalOptions,
+    ) -> Result<(Head, ReplayStats), WalError> {
+        let mut head = Head::new(opts);
+        let (wal, stats) = Wal::open(wal_dir, wal, |rec| head.replay(rec))?;
+        head.counters.wal_io_uring = wal.uses_io_uring();
+        head.counters.wal_truncations = u64::from(stats.truncated_bytes > 0);
+        head.counters.wal_corruptions = stats.corrupt_records;
+        head.wal = Some(wal);
+        Ok((head, stats))
+    }
+
+    /// Applies one replayed record.
+    fn replay(&mut self, rec: WalRecord<'_>) -> Result<(), WalError> {
+        match rec {
+            WalRecord::Series { id, labels } => {
+                if labels.is_empty() {
+                    return Err(WalError::Invalid("series record with no labels".into()));
+                }
+                let hash = labels.hash();
+                if let Some(existing) = self.lookup(&labels, hash) {
+                    if existing != id {
+                        return Err(WalError::Invalid(format!(
+                            "series {labels} defined as {existing} and {id}"
+                        )));
+                    }
+                    return Ok(());
+                }
+                self.create_series_with_id(id, &labels, hash)?;
+                if let Some(s) = self.series_mut(id) {
+                    s.logged = true;
+                }
+            }
+            WalRecord::Samples(samples) => {
+                for s in samples {
+                    let (id, t, v) = s?;
+                    // Samples of unknown series, or not newer than their
+                    // series, cannot come from a valid log: skip them.
+                    if t < self.min_valid {
+                        continue;
+                    }
+                    let range = self.opts.chunk_range_ms;
+                    let Some(series) = self.series_mut(id) else {
+                        continue;
+                    };
+                    if series.last.is_some_and(|(lt, _)| t <= lt) {
+                        continue;
+                    }
+                    series.push(t, v, range);
+                    self.note_time(t);
+                    self.counters.samples_appended += 1;
+                }
+            }
+            WalRecord::Chunk { id, bytes } => {
+                let range = self.opts.chunk_range_ms;
+                let min_valid = self.min_valid;
+                let Some(series) = self.series_mut(id) else {
+                    return Ok(());
+                };
+                let mut appended = Vec::new();
+                for s in ChunkIter::new(bytes)? {
+                    let (t, v) = s?;
+                    if t >= min_valid && series.last.is_none_or(|(lt, _)| t > lt) {
+                        series.push(t, v, range);
+                        appended.push(t);
+                    }
+                }
+                for t in appended {
+                    self.note_time(t);
+                    self.counters.samples_appended += 1;
+                }
+            }
+            WalRecord::MinValid(t) => self.min_valid = self.min_valid.max(t),
+        }
+        Ok(())
+    }
+
+    /// Stages samples; see [`Appender`].
+    pub fn appender(&mut self) -> Appender<'_> {
+        self.epoch += 1;
+        self.staging.clear();
+        Appender {
+            head: self,
+            series_created: 0,
+            rejected: 0,
+        }
+    }
+
+    /// Live series, including those without samples yet.
+    pub fn num_series(&self) -> usize {
+        self.live
+    }
+
+    /// Lowest visible sample time (a lower bound when a chunk straddles the
+    /// last truncation point).
+    pub fn min_time(&self) -> Option<i64> {
+        self.min_time
+    }
+
+    /// Highest sample time.
+    pub fn max_time(&self) -> Option<i64> {
+        self.max_time
+    }
+
+    /// The counters.
+    pub fn counters(&self) -> &HeadCounters {
+        &self.counters
+    }
+
+    /// The truncation point: samples below it are refused and invisible.
+    pub fn min_valid_time(&self) -> i64 {
+        self.min_valid
+    }
+
+    /// Memory accounting.
+    pub fn memory(&self) -> HeadMemory {
+        let mut m = HeadMemory {
+            series: self.live,
+            ..HeadMemory::default()
+        };
+        let mut bytes = self.index.heap_bytes()
+            + self.series.capacity() * std::mem::size_of::<Option<Box<MemSeries>>>()
+            + self.staging.capacity() * std::mem::size_of::<Staged>();
+        for s in self.series.iter().flatten() {
+            m.samples += s.samples();
+            let chunks = s.chunk_bytes();
+            m.chunk_bytes += chunks;
+            bytes += std::mem::size_of::<MemSeries>()
+                + s.syms.len() * 4
+                + s.closed.capacity() * std::mem::size_of::<ClosedChunk>()
+                + chunks;
+        }
+        m.bytes_total = bytes;
+        m
+    }
+
+    /// Flushes everything pending to the WAL and fsyncs it (no-op without
+    /// a WAL).
+    pub fn sync_wal(&mut self) -> Result<(), WalError> {
+        match &mut self.wal {
+            Some(w) => w.sync(),
+            None => Ok(()),
+        }
+    }
+
+    /// Drops chunks wholly below `t`, garbage-collects series left without
+    /// samples (which also removes series that never got one), makes `t`
+    /// the truncation point, and checkpoints the WAL to the live series.
+    pub fn truncate_below(&mut self, t: i64) -> Result<(), WalError> {
+        if t > self.min_valid {
+            self.min_valid = t;
+        }
+        let t = self.min_valid;
+        let mut min_time: Option<i64> = None;
+        let mut max_time: Option<i64> = None;
+        for slot in 0..self.series.len() {
+            let Some(s) = self.series[slot].as_deref_mut() else {
+                continue;
+            };
+            s.closed.retain(|c| c.max_t >= t);
+            if !s.open.is_empty() && s.open.last_time() < t {
+                s.open = OpenChunk::new();
+            }
+            match s.first_time() {
+                Some(first) => {
+                    let first = first.max(t);
+                    min_time = Some(min_time.map_or(first, |m| m.min(first)));
+                    let last = s.last.map_or(first, |l| l.0);
+                    max_time = Some(max_time.map_or(last, |m| m.max(last)));
+                }
+                None => {
+                    // Slot index fits u32: ids are u32 and slots are indexed by id.
+                    let id = slot as u32;
+                    self.remove_series(id);
+                }
+            }
+        }
+        self.min_time = min_time;
+        self.max_time = max_time;
+        let Some(wal) = self.wal.as_mut() else {
+            return Ok(());
+        };
+        let index = &self.index;
+        let series = &mut self.series;
+        wal.checkpoint(t, |w| {
+            for (id, s) in series.iter_mut().enumerate() {
+                let Some(s) = s.as_deref_mut() else { continue };
+                if s.last.is_none() {
+                    continue;
+                }
+                // Ids are u32 (slot index == id).
+                w.series(id as u32, &index.labels(&s.syms))?;
+                s.logged = true;
+                for (_, _, bytes) in s.chunks() {
+                    w.chunk(id as u32, bytes)?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn series_ref(&self, id: u32) -> Option<&MemSeries> {
+        self.series.get(id as usize)?.as_deref()
+    }
+
+    fn series_mut(&mut self, id: u32) -> Option<&mut MemSeries> {
+        self.series.get_mut(id as usize)?.as_deref_mut()
+    }
+
+    fn lookup(&self, labels: &Labels, hash: u64) -> Option<u32> {
+        self.index
+            .lookup(labels, hash, |id| self.series_ref(id).map(|s| &s.syms[..]))
+    }
+
+    fn create_series_with_id(
+        &mut self,
+        id: u32,
+        labels: &Labels,
+        hash: u64,
+    ) -> Result<(), WalError> {
+        let slot = id as usize;
+        if self.series.get(slot).is_some_and(Option::is_some) {
+            return Err(WalError::Invalid(format!("series id {id} defined twice")));
+        }
+        if self.series.len() <= slot {
+            self.series.resize_with(slot + 1, || None);
+        }
+        let syms = self.index.add(id, labels, hash);
+        self.series[slot] = Some(Box::new(MemSeries {
+            syms,
+            hash,
+            closed: Vec::new(),
+            open: OpenChunk::new(),
+            open_end: 0,
+            last: None,
+            staged: (0, 0, 0),
+            logged: false,
+        }));
+        self.live += 1;
+        self.counters.series_created += 1;
+        Ok(())
+    }
+
+    fn remove_series(&mut self, id: u32) {
+        if let Some(s) = self.series.get_mut(id as usize).and_then(Option::take) {
+            self.index.remove(id, &s.syms, s.hash);
+            self.live -= 1;
+            self.counters.series_removed += 1;
+        }
+    }
+
+    fn note_time(&mut self, t: i64) {
+        self.min_time = Some(self.min_time.map_or(t, |m| m.min(t)));
+        self.max_time = Some(self.max_time.map_or(t, |m| m.max(t)));
+    }
+
+    /// Ids of series matching `matchers` with a sample in `[mint, maxt]`.
+    fn matching(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> RoaringBitmap {
+        let lo = mint.max(self.min_valid);
+        let mut ids = self.index.select(matchers);
+        if lo > maxt {
+            return RoaringBitmap::new();
+        }
+        ids.retain(|id| {
+            self.series_ref(id)
+                .is_some_and(|s| s.has_sample_in(lo, maxt))
+        });
+        ids
+    }
+
+    /// Label names of the series matching `matchers` (all series when
+    /// empty) with a sample in `[mint, maxt]`; sorted, deduplicated.
+    pub fn label_names(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<String> {
+        let ids = self.matching(matchers, mint, maxt);
+        let mut names: Vec<String> = self
+            .index
+            .names()
+            .filter_map(|(n, mut values)| {
+                values.any(|b| !b.is_disjoint(&ids)).then(|| n.to_owned())
+            })
+            .collect();
+        names.sort_unstable();
+        names
+    }
+
+    /// Values of label `name` over the series matching `matchers` with a
+    /// sample in `[mint, maxt]`; sorted, deduplicated.
+    pub fn label_values(
+        &self,
+        name: &str,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Vec<String> {
+        let ids = self.matching(matchers, mint, maxt);
+        let mut values: Vec<String> = self
+            .index
+            .values(name)
+            .filter(|(_, b)| !b.is_disjoint(&ids))
+            .map(|(v, _)| v.to_owned())
+            .collect();
+        values.sort_unstable();
+        values
+    }
+
+    /// Label sets of the series matching `matchers` with a sample in
+    /// `[mint, maxt]`, sorted.
+    pub fn series(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<Labels> {
+        let mut out: Vec<Labels> = self
+            .matching(matchers, mint, maxt)
+            .iter()
+            .filter_map(|id| self.series_ref(id))
+            .map(|s| self.index.labels(&s.syms))
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
+    /// Commits staged samples: WAL first, then memory.
+    fn commit_staged(&mut self) -> Result<usize, WalError> {
+        let staging = std::mem::take(&mut self.staging);
+        let result = self.apply(&staging);
+        self.staging = staging;
+        self.staging.clear();
+        self.epoch += 1;
+        result
+    }
+
+    fn apply(&mut self, staged: &[Staged]) -> Result<usize, WalError> {
+        if staged.is_empty() {
+            return Ok(0);
+        }
+        if let Some(wal) = self.wal.as_mut() {
+            let mut batch = wal.batch();
+            let mut defined = Vec::new();
+            for s in staged {
+                let Some(series) = self.series.get(s.id as usize).and_then(|x| x.as_deref()) else {
+                    continue;
+                };
+                if !series.logged && !defined.contains(&s.id) {
+                    batch.series(s.id, &self.index.labels(&series.syms));
+                    defined.push(s.id);
+                }
+            }
+            for s in staged {
+                batch.sample(s.id, s.t, s.v);
+            }
+            match batch.submit() {
+                Ok(bytes) => self.counters.wal_bytes_written += bytes,
+                Err(e) => {
+                    self.counters.wal_write_errors += 1;
+                    return Err(e);
+                }
+            }
+            for id in defined {
+                if let Some(series) = self.series_mut(id) {
+                    series.logged = true;
+                }
+            }
+        }
+        let range = self.opts.chunk_range_ms;
+        let mut applied = 0;
+        for s in staged {
+            if let Some(series) = self.series_mut(s.id) {
+                series.push(s.t, s.v, range);
+                applied += 1;
+                self.note_time(s.t);
+            }
+        }
+        self.counters.samples_appended += applied as u64;
+        Ok(applied)
+    }
+}
+
+impl Select for Head {
+    fn select(
+        &self,
+        matchers: &[Matcher],
+        hints: &SelectHints,
+    ) -> Result<SeriesBatch, SelectError> {
+        let lo = hints.mint.max(self.min_valid);
+        let hi = hints.maxt;
+        let ids = self.matching(matchers, hints.mint, hints.maxt);
+        let mut found: Vec<(Labels, &MemSeries)> = ids
+            .iter()
+            .filter_map(|id| self.series_ref(id))
+            .map(|s| (self.index.labels(&s.syms), s))
+            .collect();
+        found.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let mut b = SeriesBatchBuilder::with_capacity(found.len(), 0);
+        let mut over = false;
+        for (labels, s) in found {
+            b.push_series(labels);
+            s.for_each_in(lo, hi, |t, v| {
+                if b.sample_count() >= hints.max_samples {
+                    over = true;
+                    return false;
+                }
+                b.push_sample(t, v);
+                true
+            })
+            .map_err(|e| SelectError::Storage(e.to_string()))?;
+            if over {
+                return Err(SelectError::TooManySamples {
+                    limit: hints.max_samples,
+                });
+            }
+        }
+        Ok(b.finish())
+    }
+}
+
+/// Stages samples for one head; nothing is visible until [`Self::commit`],
+/// and [`Self::rollback`] (or dropping the appender) discards them all.
+pub struct Appender<'a> {
+    head: &'a mut Head,
+    series_created: usize,
+    rejected: usize,
+}
+
+impl Appender<'_> {
+    /// Appends by label set, creating the series if needed; returns its ref
+    /// for [`Self::append_ref`].
+    pub fn append(&mut self, labels: &Labels, t: i64, v: f64) -> Result<HeadRef, AppendError> {
+        let r = self
+            .get_or_create(labels)
+            .inspect_err(|_| self.rejected += 1)?;
+        self.append_ref(r, t, v)?;
+        Ok(r)
+    }
+
+    fn get_or_create(&mut self, labels: &Labels) -> Result<HeadRef, AppendError> {
+        if labels.is_empty() {
+            return Err(AppendError::EmptyLabels);
+        }
+        let hash = labels.hash();
+        if let Some(id) = self.head.lookup(labels, hash) {
+            return Ok(HeadRef(id));
+        }
+        let head = &mut *self.head;
+        if head.opts.max_series > 0 && head.live >= head.opts.max_series {
+            return Err(AppendError::TooManySeries);
+        }
+        let id = u32::try_from(head.series.len()).map_err(|_| AppendError::TooManySeries)?;
+        head.create_series_with_id(id, labels, hash)
+            .map_err(|_| AppendError::TooManySeries)?;
+        self.series_created += 1;
+        Ok(HeadRef(id))
+    }
+
+    /// Appends by ref: no hashing, no allocation beyond the amortised
+    /// staging buffer.
+    pub fn append_ref(&mut self, r: HeadRef, t: i64, v: f64) -> Result<(), AppendError> {
+        let head = &mut *self.head;
+        let epoch = head.epoch;
+        let min_valid = head.min_valid;
+        let Some(s) = head
+            .series
+            .get_mut(r.0 as usize)
+            .and_then(|x| x.as_deref_mut())
+        else {
+            self.rejected += 1;
+            return Err(AppendError::UnknownRef);
+        };
+        if t < min_valid {
+            head.counters.out_of_bounds += 1;
+            self.rejected += 1;
+            return Err(AppendError::OutOfBounds);
+        }
+        let last = if s.staged.0 == epoch {
+            Some((s.staged.1, s.staged.2))
+        } else {
+            s.last
+        };
+        if let Some((lt, lv)) = last {
+            if t == lt {
+                if lv == v.to_bits() {
+                    return Ok(());
+                }
+                head.counters.duplicate += 1;
+                self.rejected += 1;
+                return Err(AppendError::DuplicateTimestamp);
+            }
+            if t < lt {
+                head.counters.out_of_order += 1;
+                self.rejected += 1;
+                return Err(AppendError::OutOfOrder);
+            }
+        }
+        s.staged = (epoch, t, v.to_bits());
+        head.staging.push(Staged { id: r.0, t, v });
+        Ok(())
+    }
+
+    /// Makes every staged sample visible (after logging it to the WAL).
+    /// On a WAL error nothing becomes visible.
+    pub fn commit(mut self) -> Result<CommitStats, WalError> {
+        let samples = self.head.commit_staged()?;
+        Ok(CommitStats {
+            samples,
+            series_created: std::mem::take(&mut self.series_created),
+            rejected: self.rejected,
+        })
+    }
+
+    /// Discards every staged sample. Series created meanwhile stay
+    /// registered, invisible until they get a sample.
+    pub fn rollback(self) {}
+}
+
+impl Drop for Appender<'_> {
+    fn drop(&mut self) {
+        // After a commit the staging buffer is already empty; otherwise this
+        // is a rollback: a new epoch voids the per-series staged marks.
+        self.head.staging.clear();
+        self.head.epoch += 1;
+    }
+}
