@@ -314,7 +314,9 @@ impl Head {
         wal: WalOptions,
     ) -> Result<(Head, ReplayStats), WalError> {
         let mut head = Head::new(opts);
-        let (wal, stats) = Wal::open(wal_dir, wal, |rec| head.replay(rec))?;
+        let (wal, mut stats) = Wal::open(wal_dir, wal, |rec| head.replay(rec))?;
+        stats.series = head.live;
+        stats.samples = head.counters.samples_appended;
         head.counters.wal_io_uring = wal.uses_io_uring();
         head.counters.wal_truncations = u64::from(stats.truncated_bytes > 0);
         head.counters.wal_corruptions = stats.corrupt_records;

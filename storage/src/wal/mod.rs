@@ -580,8 +580,11 @@ impl Writer {
                     deadline = Instant::now() + interval;
                 }
                 Err(RecvTimeoutError::Disconnected) => {
+                    // Shutdown: write out, cut the padding, sync. A failure
+                    // was logged by write_out; the next open replays what
+                    // reached the disk.
                     if self.write_out(true).is_ok() {
-                        let _ = self.file.sync();
+                        let _ = self.file.finish(&mut self.io);
                     }
                     return;
                 }
