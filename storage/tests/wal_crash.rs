@@ -115,6 +115,10 @@ fn wal_survives_sigkill() {
             .unwrap()
             .read_to_string(&mut out)
             .unwrap();
+        assert!(
+            out.contains("io_uring "),
+            "round {round}: child did not start: {out}"
+        );
         if force_pwrite {
             assert!(!out.contains("io_uring true"), "round {round}: {out}");
         }
@@ -137,7 +141,7 @@ fn wal_survives_sigkill() {
         println!(
             "round {round}: synced {synced_ever}, replayed up to batch {newest}, {stats:?}, child io_uring: {}",
             out.lines()
-                .find(|l| l.starts_with("io_uring"))
+                .find_map(|l| l.split_once("io_uring ").map(|x| x.1))
                 .unwrap_or("no output")
         );
         let first = (head.min_valid_time().max(0) + STEP_MS - 1) / STEP_MS;
