@@ -1,0 +1,370 @@
+//! Aggregation operators. Series are assigned to groups once (by their
+//! `by`/`without` labels); then every step column is reduced per group.
+//! `topk`, `bottomk`, `limitk` and `limit_ratio` keep input series; the
+//! others build one output series per group.
+
+use std::collections::HashMap;
+
+use kiln_storage::{Labels, LabelsBuilder};
+
+use super::QueryError;
+use super::columns::{StepMatrix, StepMatrixBuilder};
+use super::eval::{self as ev, Ctx, Grid, Value, eval_vector};
+use crate::ast::{AggOp, Expr, PosRange};
+
+/// Kahan–Babuška summation step, as Prometheus sums floats.
+#[inline]
+pub(crate) fn kahan_add(x: f64, sum: f64, c: f64) -> (f64, f64) {
+    let t = sum + x;
+    let c = if t.is_infinite() {
+        0.0
+    } else if sum.abs() >= x.abs() {
+        c + ((sum - t) + x)
+    } else {
+        c + ((x - t) + sum)
+    };
+    (t, c)
+}
+
+/// The group labels of a series.
+fn group_labels(l: &Labels, grouping: &[String], without: bool) -> Labels {
+    let mut b: LabelsBuilder = l.builder();
+    if without {
+        b.del("__name__");
+        for g in grouping {
+            b.del(g);
+        }
+    } else {
+        b.retain(|n, _| grouping.iter().any(|g| g == n));
+    }
+    b.build().unwrap_or_default()
+}
+
+/// Go's `strconv.FormatFloat(v, 'f', -1, 64)` with Prometheus's specials.
+pub(crate) fn format_value(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v == f64::INFINITY {
+        "+Inf".into()
+    } else if v == f64::NEG_INFINITY {
+        "-Inf".into()
+    } else {
+        format!("{v}")
+    }
+}
+
+/// `phi`-quantile of `vals` (sorted in place), Prometheus's interpolation.
+pub(crate) fn quantile(phi: f64, vals: &mut [f64]) -> f64 {
+    if vals.is_empty() || phi.is_nan() {
+        return f64::NAN;
+    }
+    if phi < 0.0 {
+        return f64::NEG_INFINITY;
+    }
+    if phi > 1.0 {
+        return f64::INFINITY;
+    }
+    vals.sort_by(|a, b| match (a.is_nan(), b.is_nan()) {
+        (true, true) => std::cmp::Ordering::Equal,
+        (true, false) => std::cmp::Ordering::Less,
+        (false, true) => std::cmp::Ordering::Greater,
+        _ => a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal),
+    });
+    let n = vals.len() as f64;
+    let rank = phi * (n - 1.0);
+    let lower = rank.floor().max(0.0);
+    let upper = (lower + 1.0).min(n - 1.0);
+    let weight = rank - rank.floor();
+    vals[lower as usize] * (1.0 - weight) + vals[upper as usize] * weight
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn eval(
+    ctx: &Ctx,
+    pos: PosRange,
+    op: AggOp,
+    inner: &Expr,
+    param: Option<&Expr>,
+    grouping: &[String],
+    without: bool,
+    grid: Grid,
+) -> Result<Value, QueryError> {
+    let (scalar_param, label_param) = match param {
+        Some(p) => match ev::eval(ctx, p, grid)? {
+            Value::Scalar(v) => (Some(v), None),
+            Value::Str(s) => (None, Some(s)),
+            _ => (None, None),
+        },
+        None => (None, None),
+    };
+    let m = eval_vector(ctx, inner, grid)?;
+
+    let mut group_of: Vec<usize> = Vec::with_capacity(m.len());
+    let mut groups: Vec<Labels> = Vec::new();
+    let mut index: HashMap<Labels, usize> = HashMap::new();
+    for l in &m.labels {
+        let g = group_labels(l, grouping, without);
+        let idx = *index.entry(g.clone()).or_insert_with(|| {
+            groups.push(g);
+            groups.len() - 1
+        });
+        group_of.push(idx);
+    }
+    let mut members: Vec<Vec<usize>> = vec![Vec::new(); groups.len()];
+    for (s, g) in group_of.iter().enumerate() {
+        members[*g].push(s);
+    }
+    match op {
+        AggOp::Topk | AggOp::Bottomk | AggOp::Limitk | AggOp::LimitRatio => {
+            let p = scalar_param.unwrap_or_default();
+            select_series(ctx, pos, op, m, &members, &p, grid).map(Value::Vector)
+        }
+        AggOp::CountValues => {
+            let name = label_param.unwrap_or_default();
+            if name.is_empty() {
+                return Err(QueryError::Execution(format!(
+                    "invalid label name {name:?}"
+                )));
+            }
+            count_values(&m, &groups, &group_of, &name, without, grouping, grid).map(Value::Vector)
+        }
+        _ => {
+            let mut b = StepMatrixBuilder::new(grid.n);
+            for g in &groups {
+                b.push_row(g.clone(), false);
+            }
+            let mut buf: Vec<f64> = Vec::new();
+            for k in 0..grid.n {
+                if k % 256 == 0 {
+                    ctx.check()?;
+                }
+                for (g, mem) in members.iter().enumerate() {
+                    buf.clear();
+                    buf.extend(mem.iter().filter_map(|&s| m.get(s, k)));
+                    if buf.is_empty() {
+                        continue;
+                    }
+                    let phi = scalar_param.as_ref().map(|p| p[k]).unwrap_or(f64::NAN);
+                    b.set(g, k, reduce(op, &mut buf, phi));
+                }
+            }
+            if op == AggOp::Quantile
+                && let Some(p) = &scalar_param
+                && p.iter().any(|v| !(0.0..=1.0).contains(v))
+            {
+                let bad = p
+                    .iter()
+                    .find(|v| !(0.0..=1.0).contains(*v))
+                    .copied()
+                    .unwrap_or(f64::NAN);
+                ctx.warn(
+                    &format!(
+                        "quantile value should be between 0 and 1, got {}",
+                        format_value(bad)
+                    ),
+                    param.map(|p| p.pos).unwrap_or(pos),
+                );
+            }
+            Ok(Value::Vector(b.finish()))
+        }
+    }
+}
+
+/// Reduces one group's values at one step.
+fn reduce(op: AggOp, vals: &mut [f64], phi: f64) -> f64 {
+    let n = vals.len() as f64;
+    match op {
+        AggOp::Sum => {
+            let (mut s, mut c) = (0.0, 0.0);
+            for &v in vals.iter() {
+                (s, c) = kahan_add(v, s, c);
+            }
+            s + c
+        }
+        AggOp::Avg => {
+            let (mut s, mut c) = (0.0, 0.0);
+            let mut overflow = false;
+            for &v in vals.iter() {
+                (s, c) = kahan_add(v, s, c);
+                if s.is_infinite() && !v.is_infinite() {
+                    overflow = true;
+                }
+            }
+            if overflow {
+                // Fall back to an incremental mean that cannot overflow.
+                let mut mean = 0.0;
+                for (i, &v) in vals.iter().enumerate() {
+                    mean += (v - mean) / (i as f64 + 1.0);
+                }
+                mean
+            } else {
+                (s + c) / n
+            }
+        }
+        AggOp::Count => n,
+        AggOp::Group => 1.0,
+        AggOp::Min => vals.iter().fold(
+            f64::NAN,
+            |acc, &v| {
+                if acc.is_nan() || v < acc { v } else { acc }
+            },
+        ),
+        AggOp::Max => vals.iter().fold(
+            f64::NAN,
+            |acc, &v| {
+                if acc.is_nan() || v > acc { v } else { acc }
+            },
+        ),
+        AggOp::Stddev | AggOp::Stdvar => {
+            let (mut count, mut mean, mut m2) = (0.0f64, 0.0f64, 0.0f64);
+            for &v in vals.iter() {
+                count += 1.0;
+                let delta = v - mean;
+                mean += delta / count;
+                m2 += delta * (v - mean);
+            }
+            let var = m2 / count;
+            if op == AggOp::Stddev { var.sqrt() } else { var }
+        }
+        AggOp::Quantile => quantile(phi, vals),
+        _ => f64::NAN,
+    }
+}
+
+fn count_values(
+    m: &StepMatrix,
+    groups: &[Labels],
+    group_of: &[usize],
+    name: &str,
+    _without: bool,
+    _grouping: &[String],
+    grid: Grid,
+) -> Result<StepMatrix, QueryError> {
+    let mut b = StepMatrixBuilder::new(grid.n);
+    let mut rows: HashMap<Labels, usize> = HashMap::new();
+    let mut counts: Vec<Vec<f64>> = Vec::new();
+    for s in 0..m.len() {
+        for k in 0..grid.n {
+            let Some(v) = m.get(s, k) else { continue };
+            let mut lb = groups[group_of[s]].builder();
+            lb.set(name, &format_value(v));
+            let l = lb
+                .build()
+                .map_err(|e| QueryError::Execution(e.to_string()))?;
+            let r = *rows.entry(l.clone()).or_insert_with(|| {
+                counts.push(vec![0.0; grid.n]);
+                b.push_row(l, false)
+            });
+            counts[r][k] += 1.0;
+        }
+    }
+    for (r, c) in counts.iter().enumerate() {
+        for (k, v) in c.iter().enumerate() {
+            if *v > 0.0 {
+                b.set(r, k, *v);
+            }
+        }
+    }
+    Ok(b.finish())
+}
+
+/// `topk`, `bottomk`, `limitk`, `limit_ratio`: which input series survive
+/// at each step. With one step (instant queries) the output rows are in
+/// Prometheus's order: group by group, best first.
+fn select_series(
+    ctx: &Ctx,
+    pos: PosRange,
+    op: AggOp,
+    m: StepMatrix,
+    members: &[Vec<usize>],
+    param: &[f64],
+    grid: Grid,
+) -> Result<StepMatrix, QueryError> {
+    let mut chosen: Vec<Vec<usize>> = vec![Vec::new(); grid.n];
+    for (k, chosen_k) in chosen.iter_mut().enumerate() {
+        let p = param.get(k).copied().unwrap_or(f64::NAN);
+        if p.is_nan() {
+            let what = if op == AggOp::LimitRatio {
+                "Ratio"
+            } else {
+                "Parameter"
+            };
+            return Err(QueryError::Execution(format!("{what} value is NaN")));
+        }
+        for mem in members {
+            let present: Vec<usize> = mem.iter().copied().filter(|&s| m.present(s, k)).collect();
+            match op {
+                AggOp::LimitRatio => {
+                    let ratio = p.clamp(-1.0, 1.0);
+                    if !(-1.0..=1.0).contains(&p) {
+                        ctx.warn(
+                            &format!(
+                                "ratio value should be between -1 and 1, got {}",
+                                format_value(p)
+                            ),
+                            pos,
+                        );
+                    }
+                    for s in present {
+                        let h = m.labels[s].hash() as f64 / u64::MAX as f64;
+                        let keep = if ratio >= 0.0 {
+                            h < ratio
+                        } else {
+                            h >= 1.0 + ratio
+                        };
+                        if keep {
+                            chosen_k.push(s);
+                        }
+                    }
+                }
+                _ => {
+                    if p >= 9.2e18 {
+                        return Err(QueryError::Execution(format!(
+                            "Scalar value {} overflows int64",
+                            format_value(p)
+                        )));
+                    }
+                    let kk = if p < 1.0 { 0 } else { p as usize };
+                    let mut sel = present;
+                    if op != AggOp::Limitk {
+                        let top = op == AggOp::Topk;
+                        sel.sort_by(|&a, &b| {
+                            let (va, vb) = (
+                                m.get(a, k).unwrap_or(f64::NAN),
+                                m.get(b, k).unwrap_or(f64::NAN),
+                            );
+                            match (va.is_nan(), vb.is_nan()) {
+                                (true, true) => std::cmp::Ordering::Equal,
+                                (true, false) => std::cmp::Ordering::Greater,
+                                (false, true) => std::cmp::Ordering::Less,
+                                _ => {
+                                    let o =
+                                        va.partial_cmp(&vb).unwrap_or(std::cmp::Ordering::Equal);
+                                    if top { o.reverse() } else { o }
+                                }
+                            }
+                        });
+                    }
+                    sel.truncate(kk);
+                    chosen_k.extend(sel);
+                }
+            }
+        }
+    }
+    let mut b = StepMatrixBuilder::new(grid.n);
+    if grid.n == 1 {
+        for &s in &chosen[0] {
+            let r = b.push_row(m.labels[s].clone(), m.drop_name[s]);
+            b.set(r, 0, m.get(s, 0).unwrap_or(f64::NAN));
+        }
+        return Ok(b.finish());
+    }
+    let mut rows: Vec<Option<usize>> = vec![None; m.len()];
+    for (k, ch) in chosen.iter().enumerate() {
+        for &s in ch {
+            let r = *rows[s].get_or_insert_with(|| b.push_row(m.labels[s].clone(), m.drop_name[s]));
+            b.set(r, k, m.get(s, k).unwrap_or(f64::NAN));
+        }
+    }
+    Ok(b.finish())
+}

@@ -1,0 +1,232 @@
+//! `histogram_quantile` and `histogram_fraction` over classic histograms:
+//! series with an `le` label, grouped by their other labels (name dropped).
+
+use std::collections::HashMap;
+
+use kiln_storage::Labels;
+
+use super::QueryError;
+use super::columns::StepMatrixBuilder;
+use super::eval::{Ctx, Grid, Value, eval_scalar, eval_vector};
+use crate::ast::Expr;
+
+/// Monotonicity fixes are only reported when they exceed this tolerance.
+const SMALL_DELTA_TOLERANCE: f64 = 1e-12;
+
+pub(crate) fn eval(
+    ctx: &Ctx,
+    call: &Expr,
+    func: &str,
+    args: &[Expr],
+    grid: Grid,
+) -> Result<Value, QueryError> {
+    let fraction = func == "histogram_fraction";
+    let (p1, p2, varg) = if fraction {
+        (
+            eval_scalar(ctx, &args[0], grid)?,
+            eval_scalar(ctx, &args[1], grid)?,
+            &args[2],
+        )
+    } else {
+        (eval_scalar(ctx, &args[0], grid)?, Vec::new(), &args[1])
+    };
+    let m = eval_vector(ctx, varg, grid)?;
+    let mut groups: HashMap<Labels, usize> = HashMap::new();
+    let mut members: Vec<Vec<(f64, usize)>> = Vec::new();
+    let mut labels: Vec<Labels> = Vec::new();
+    for s in 0..m.len() {
+        let l = &m.labels[s];
+        let le = l.get("le").and_then(parse_le);
+        let Some(le) = le else {
+            let raw = l.get("le").unwrap_or("");
+            ctx.warn(
+                &format!(
+                    "bucket label \"le\" is missing or has a malformed value of {raw:?} for metric name {:?}",
+                    l.metric_name().unwrap_or("")
+                ),
+                varg.pos,
+            );
+            continue;
+        };
+        let mut b = l.builder();
+        b.del("le");
+        b.del("__name__");
+        let g = b.build().unwrap_or_default();
+        let idx = *groups.entry(g.clone()).or_insert_with(|| {
+            labels.push(g);
+            members.push(Vec::new());
+            labels.len() - 1
+        });
+        members[idx].push((le, s));
+    }
+    let mut b = StepMatrixBuilder::new(grid.n);
+    for l in &labels {
+        b.push_row(l.clone(), false);
+    }
+    let mut buckets: Vec<(f64, f64)> = Vec::new();
+    for (g, mem) in members.iter().enumerate() {
+        for k in 0..grid.n {
+            buckets.clear();
+            buckets.extend(
+                mem.iter()
+                    .filter_map(|&(le, s)| m.get(s, k).map(|v| (le, v))),
+            );
+            if buckets.is_empty() {
+                continue;
+            }
+            let v = if fraction {
+                bucket_fraction(p1[k], p2[k], &mut buckets)
+            } else {
+                if p1[k].is_nan() || !(0.0..=1.0).contains(&p1[k]) {
+                    ctx.warn(
+                        &format!(
+                            "quantile value should be between 0 and 1, got {}",
+                            super::aggregate::format_value(p1[k])
+                        ),
+                        args[0].pos,
+                    );
+                }
+                let (v, fixed) = bucket_quantile(p1[k], &mut buckets);
+                if fixed {
+                    ctx.info(
+                        &format!(
+                            "input to histogram_quantile needed to be fixed for monotonicity (see https://prometheus.io/docs/prometheus/latest/querying/functions/#histogram_quantile) for metric name {:?}",
+                            m.labels[mem[0].1].metric_name().unwrap_or("")
+                        ),
+                        call.pos,
+                    );
+                }
+                v
+            };
+            b.set(g, k, v);
+        }
+    }
+    Ok(Value::Vector(b.finish()))
+}
+
+fn parse_le(s: &str) -> Option<f64> {
+    match s {
+        "+Inf" | "Inf" | "+inf" | "inf" => Some(f64::INFINITY),
+        "-Inf" | "-inf" => Some(f64::NEG_INFINITY),
+        _ => s.parse::<f64>().ok(),
+    }
+}
+
+fn sort_and_merge(buckets: &mut Vec<(f64, f64)>) {
+    buckets.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal));
+    // Buckets with the same upper bound are summed.
+    let mut out: Vec<(f64, f64)> = Vec::with_capacity(buckets.len());
+    for &(le, c) in buckets.iter() {
+        match out.last_mut() {
+            Some(last) if last.0 == le => last.1 += c,
+            _ => out.push((le, c)),
+        }
+    }
+    *buckets = out;
+}
+
+/// Makes counts monotonic; returns whether a real fix was needed.
+fn ensure_monotonic(buckets: &mut [(f64, f64)]) -> bool {
+    let mut fixed = false;
+    let mut max = f64::NEG_INFINITY;
+    for b in buckets.iter_mut() {
+        if b.1 > max {
+            max = b.1;
+        } else if b.1 < max {
+            if (max - b.1) > SMALL_DELTA_TOLERANCE * max.abs() {
+                fixed = true;
+            }
+            b.1 = max;
+        }
+    }
+    fixed
+}
+
+/// Prometheus's quantile over classic buckets, linear within a bucket.
+fn bucket_quantile(q: f64, buckets: &mut Vec<(f64, f64)>) -> (f64, bool) {
+    if q.is_nan() {
+        return (f64::NAN, false);
+    }
+    if q < 0.0 {
+        return (f64::NEG_INFINITY, false);
+    }
+    if q > 1.0 {
+        return (f64::INFINITY, false);
+    }
+    sort_and_merge(buckets);
+    if buckets.last().is_none_or(|b| b.0 != f64::INFINITY) {
+        return (f64::NAN, false);
+    }
+    if buckets.len() < 2 {
+        return (f64::NAN, false);
+    }
+    let fixed = ensure_monotonic(buckets);
+    let observations = buckets[buckets.len() - 1].1;
+    if observations == 0.0 || observations.is_nan() {
+        return (f64::NAN, fixed);
+    }
+    let rank = q * observations;
+    let mut b = buckets.partition_point(|x| x.1 < rank);
+    if b == buckets.len() - 1 {
+        return (buckets[buckets.len() - 2].0, fixed);
+    }
+    if b == 0 && buckets[0].0 <= 0.0 {
+        return (buckets[0].0, fixed);
+    }
+    let (mut bucket_start, mut bucket_end, mut count, mut rank) =
+        (0.0, buckets[b].0, buckets[b].1, rank);
+    if b > 0 {
+        bucket_start = buckets[b - 1].0;
+        count -= buckets[b - 1].1;
+        rank -= buckets[b - 1].1;
+    }
+    if b == buckets.len() {
+        b = buckets.len() - 1;
+        bucket_end = buckets[b].0;
+    }
+    (
+        bucket_start + (bucket_end - bucket_start) * (rank / count),
+        fixed,
+    )
+}
+
+/// The fraction of observations between `lower` and `upper`, interpolating
+/// linearly within buckets.
+fn bucket_fraction(lower: f64, upper: f64, buckets: &mut Vec<(f64, f64)>) -> f64 {
+    sort_and_merge(buckets);
+    if buckets.last().is_none_or(|b| b.0 != f64::INFINITY) || buckets.len() < 2 {
+        return f64::NAN;
+    }
+    ensure_monotonic(buckets);
+    let total = buckets[buckets.len() - 1].1;
+    if total == 0.0 || lower.is_nan() || upper.is_nan() {
+        return f64::NAN;
+    }
+    if lower >= upper {
+        return 0.0;
+    }
+    // Cumulative count at value x, interpolated.
+    let cum = |x: f64| -> f64 {
+        let mut prev_le = if buckets[0].0 > 0.0 {
+            0.0
+        } else {
+            f64::NEG_INFINITY
+        };
+        let mut prev_c = 0.0;
+        for &(le, c) in buckets.iter() {
+            if x < le {
+                if le == f64::INFINITY {
+                    return prev_c;
+                }
+                if prev_le == f64::NEG_INFINITY || x <= prev_le {
+                    return prev_c;
+                }
+                return prev_c + (c - prev_c) * (x - prev_le) / (le - prev_le);
+            }
+            prev_le = le;
+            prev_c = c;
+        }
+        prev_c
+    };
+    (cum(upper) - cum(lower)) / total
+}

@@ -1,0 +1,335 @@
+//! Range-vector functions: `rate` and friends, `deriv`, `predict_linear`,
+//! `double_exponential_smoothing`, every `*_over_time`, `changes`, `resets`.
+//! Each slides its window over one series' samples in one pass
+//! ([`RangeInput::windows`]) and writes one value per step.
+
+use super::QueryError;
+use super::aggregate::{kahan_add, quantile};
+use super::columns::StepMatrixBuilder;
+use super::eval::{Ctx, Grid, RangeInput, Value, eval_range, eval_scalar};
+use crate::ast::Expr;
+
+/// Whether `name` is implemented here.
+pub(crate) fn is_range_fn(name: &str) -> bool {
+    matches!(
+        name,
+        "rate"
+            | "increase"
+            | "delta"
+            | "irate"
+            | "idelta"
+            | "deriv"
+            | "predict_linear"
+            | "double_exponential_smoothing"
+            | "changes"
+            | "resets"
+            | "avg_over_time"
+            | "min_over_time"
+            | "max_over_time"
+            | "sum_over_time"
+            | "count_over_time"
+            | "last_over_time"
+            | "first_over_time"
+            | "present_over_time"
+            | "stddev_over_time"
+            | "stdvar_over_time"
+            | "quantile_over_time"
+            | "mad_over_time"
+            | "ts_of_max_over_time"
+            | "ts_of_min_over_time"
+            | "ts_of_last_over_time"
+            | "ts_of_first_over_time"
+    )
+}
+
+pub(crate) fn eval(
+    ctx: &Ctx,
+    _call: &Expr,
+    func: &str,
+    args: &[Expr],
+    grid: Grid,
+) -> Result<Value, QueryError> {
+    // The range argument's position differs per function.
+    let (range_arg, scalars): (&Expr, Vec<Vec<f64>>) = match func {
+        "quantile_over_time" => (&args[1], vec![eval_scalar(ctx, &args[0], grid)?]),
+        "predict_linear" => (&args[0], vec![eval_scalar(ctx, &args[1], grid)?]),
+        "double_exponential_smoothing" => (
+            &args[0],
+            vec![
+                eval_scalar(ctx, &args[1], grid)?,
+                eval_scalar(ctx, &args[2], grid)?,
+            ],
+        ),
+        _ => (&args[0], Vec::new()),
+    };
+    let r = eval_range(ctx, range_arg, grid)?;
+    if func == "double_exponential_smoothing" {
+        for (&sf, &tf) in scalars[0].iter().zip(&scalars[1]) {
+            if !(sf > 0.0 && sf < 1.0) {
+                return Err(QueryError::Execution(format!(
+                    "invalid smoothing factor. Expected: 0 < sf < 1, got: {sf}"
+                )));
+            }
+            if !(tf > 0.0 && tf < 1.0) {
+                return Err(QueryError::Execution(format!(
+                    "invalid trend factor. Expected: 0 < tf < 1, got: {tf}"
+                )));
+            }
+        }
+    }
+    let keeps_name = matches!(func, "last_over_time" | "first_over_time");
+    let mut b = StepMatrixBuilder::new(grid.n);
+    let mut row: Vec<Option<usize>> = vec![None; r.batch.len()];
+    let mut buf: Vec<f64> = Vec::new();
+    let mut err: Option<QueryError> = None;
+    let mut points = 0usize;
+    r.windows(|s, k, ts, vs| {
+        if ts.is_empty() || err.is_some() {
+            return;
+        }
+        let end = r.ends[k];
+        let v = match func {
+            "rate" => extrapolated(&r, end, ts, vs, true, true),
+            "increase" => extrapolated(&r, end, ts, vs, true, false),
+            "delta" => extrapolated(&r, end, ts, vs, false, false),
+            "irate" | "idelta" => instant_delta(ts, vs, func == "irate"),
+            "deriv" => (ts.len() >= 2).then(|| linear_regression(ts, vs, ts[0]).0),
+            "predict_linear" => (ts.len() >= 2).then(|| {
+                let (slope, icept) = linear_regression(ts, vs, grid_time(&r, grid, k));
+                slope * scalars[0][k] + icept
+            }),
+            "double_exponential_smoothing" => holt(vs, scalars[0][k], scalars[1][k]),
+            "changes" => Some(
+                vs.windows(2)
+                    .filter(|w| w[0] != w[1] && !(w[0].is_nan() && w[1].is_nan()))
+                    .count() as f64,
+            ),
+            "resets" => Some(vs.windows(2).filter(|w| w[1] < w[0]).count() as f64),
+            "avg_over_time" => Some(avg(vs)),
+            "sum_over_time" => Some(sum(vs)),
+            "count_over_time" => Some(vs.len() as f64),
+            "present_over_time" => Some(1.0),
+            "last_over_time" => vs.last().copied(),
+            "first_over_time" => vs.first().copied(),
+            "min_over_time" => Some(
+                vs.iter()
+                    .fold(f64::NAN, |a, &v| if a.is_nan() || v < a { v } else { a }),
+            ),
+            "max_over_time" => Some(
+                vs.iter()
+                    .fold(f64::NAN, |a, &v| if a.is_nan() || v > a { v } else { a }),
+            ),
+            "ts_of_max_over_time" | "ts_of_min_over_time" => {
+                let max = func == "ts_of_max_over_time";
+                let mut best: Option<(f64, i64)> = None;
+                for (&t, &v) in ts.iter().zip(vs) {
+                    best = match best {
+                        None => Some((v, t)),
+                        Some((bv, _)) if bv.is_nan() && !v.is_nan() => Some((v, t)),
+                        Some((bv, _)) if (max && v >= bv) || (!max && v <= bv) => Some((v, t)),
+                        b => b,
+                    };
+                }
+                best.map(|(_, t)| t as f64 / 1000.0)
+            }
+            "ts_of_last_over_time" => ts.last().map(|t| *t as f64 / 1000.0),
+            "ts_of_first_over_time" => ts.first().map(|t| *t as f64 / 1000.0),
+            "stddev_over_time" | "stdvar_over_time" => {
+                let (mut count, mut mean, mut cm, mut m2, mut cv) = (0.0f64, 0.0, 0.0, 0.0, 0.0);
+                for &v in vs {
+                    count += 1.0;
+                    let delta = v - (mean + cm);
+                    (mean, cm) = kahan_add(delta / count, mean, cm);
+                    (m2, cv) = kahan_add(delta * (v - (mean + cm)), m2, cv);
+                }
+                let var = (m2 + cv) / count;
+                Some(if func == "stddev_over_time" {
+                    var.sqrt()
+                } else {
+                    var
+                })
+            }
+            "quantile_over_time" => {
+                buf.clear();
+                buf.extend_from_slice(vs);
+                Some(quantile(scalars[0][k], &mut buf))
+            }
+            "mad_over_time" => {
+                buf.clear();
+                buf.extend_from_slice(vs);
+                let median = quantile(0.5, &mut buf);
+                buf.iter_mut().for_each(|v| *v = (*v - median).abs());
+                Some(quantile(0.5, &mut buf))
+            }
+            _ => {
+                err = Some(QueryError::Execution(format!(
+                    "unknown range function {func}"
+                )));
+                None
+            }
+        };
+        if let Some(v) = v {
+            let rr = *row[s].get_or_insert_with(|| {
+                b.push_row(r.batch.labels()[s].clone(), r.drop_name[s] || !keeps_name)
+            });
+            b.set(rr, k, v);
+            points += 1;
+        }
+    });
+    if let Some(e) = err {
+        return Err(e);
+    }
+    ctx.account(points)?;
+    if func == "quantile_over_time"
+        && let Some(bad) = scalars[0].iter().find(|v| !(0.0..=1.0).contains(*v))
+    {
+        ctx.warn(
+            &format!(
+                "quantile value should be between 0 and 1, got {}",
+                super::aggregate::format_value(*bad)
+            ),
+            args[0].pos,
+        );
+    }
+    Ok(Value::Vector(b.finish()))
+}
+
+/// The evaluation time of step `k` (for `predict_linear`'s intercept).
+fn grid_time(r: &RangeInput, _grid: Grid, k: usize) -> i64 {
+    r.ends[k]
+}
+
+fn sum(vs: &[f64]) -> f64 {
+    let (mut s, mut c) = (0.0, 0.0);
+    for &v in vs {
+        (s, c) = kahan_add(v, s, c);
+    }
+    s + c
+}
+
+fn avg(vs: &[f64]) -> f64 {
+    let s = sum(vs);
+    if s.is_infinite() && vs.iter().all(|v| v.is_finite()) {
+        let mut mean = 0.0;
+        for (i, &v) in vs.iter().enumerate() {
+            mean += (v - mean) / (i as f64 + 1.0);
+        }
+        return mean;
+    }
+    s / vs.len() as f64
+}
+
+/// `rate`, `increase` and `delta`: the change over the window, corrected
+/// for counter resets, extrapolated towards the window's edges.
+fn extrapolated(
+    r: &RangeInput,
+    end: i64,
+    ts: &[i64],
+    vs: &[f64],
+    counter: bool,
+    per_second: bool,
+) -> Option<f64> {
+    if ts.len() < 2 {
+        return None;
+    }
+    let range_start = end - r.range;
+    let mut result = vs[vs.len() - 1] - vs[0];
+    if counter {
+        for w in vs.windows(2) {
+            if w[1] < w[0] {
+                result += w[0];
+            }
+        }
+    }
+    let mut to_start = (ts[0] - range_start) as f64 / 1000.0;
+    let mut to_end = (end - ts[ts.len() - 1]) as f64 / 1000.0;
+    let sampled = (ts[ts.len() - 1] - ts[0]) as f64 / 1000.0;
+    let avg_step = sampled / (ts.len() - 1) as f64;
+    let threshold = avg_step * 1.1;
+    if to_start >= threshold {
+        to_start = avg_step / 2.0;
+    }
+    if counter && result > 0.0 && vs[0] >= 0.0 {
+        let to_zero = sampled * (vs[0] / result);
+        if to_zero < to_start {
+            to_start = to_zero;
+        }
+    }
+    if to_end >= threshold {
+        to_end = avg_step / 2.0;
+    }
+    let mut factor = (sampled + to_start + to_end) / sampled;
+    if per_second {
+        factor /= r.range as f64 / 1000.0;
+    }
+    Some(result * factor)
+}
+
+fn instant_delta(ts: &[i64], vs: &[f64], rate: bool) -> Option<f64> {
+    if ts.len() < 2 {
+        return None;
+    }
+    let n = ts.len();
+    let (prev, last) = (vs[n - 2], vs[n - 1]);
+    let mut d = last - prev;
+    if rate && last < prev {
+        d = last;
+    }
+    if !rate {
+        return Some(d);
+    }
+    let dt = (ts[n - 1] - ts[n - 2]) as f64 / 1000.0;
+    if dt == 0.0 {
+        return None;
+    }
+    Some(d / dt)
+}
+
+/// Least-squares slope and intercept, x in seconds relative to `t0`.
+fn linear_regression(ts: &[i64], vs: &[f64], t0: i64) -> (f64, f64) {
+    let init = vs[0];
+    let const_y = vs.iter().all(|v| *v == init);
+    if const_y {
+        if init.is_infinite() {
+            return (f64::NAN, f64::NAN);
+        }
+        return (0.0, init);
+    }
+    let n = vs.len() as f64;
+    let (mut sx, mut cx, mut sy, mut cy, mut sxy, mut cxy, mut sx2, mut cx2) =
+        (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
+    for (&t, &v) in ts.iter().zip(vs) {
+        let x = (t - t0) as f64 / 1000.0;
+        (sx, cx) = kahan_add(x, sx, cx);
+        (sy, cy) = kahan_add(v, sy, cy);
+        (sxy, cxy) = kahan_add(x * v, sxy, cxy);
+        (sx2, cx2) = kahan_add(x * x, sx2, cx2);
+    }
+    let (sx, sy, sxy, sx2) = (sx + cx, sy + cy, sxy + cxy, sx2 + cx2);
+    let cov = sxy - sx * sy / n;
+    let var = sx2 - sx * sx / n;
+    let slope = cov / var;
+    (slope, sy / n - slope * sx / n)
+}
+
+/// Holt's double exponential smoothing, as Prometheus computes it.
+fn holt(vs: &[f64], sf: f64, tf: f64) -> Option<f64> {
+    if vs.len() < 2 {
+        return None;
+    }
+    let mut s0 = 0.0;
+    let mut s1 = vs[1];
+    let mut b = vs[1] - vs[0];
+    for (i, &v) in vs.iter().enumerate().skip(2) {
+        let x = sf * v;
+        b = if i == 1 {
+            b
+        } else {
+            tf * (s1 - s0) + (1.0 - tf) * b
+        };
+        let y = (1.0 - sf) * (s1 + b);
+        s0 = s1;
+        s1 = x + y;
+    }
+    Some(s1)
+}
