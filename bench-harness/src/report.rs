@@ -83,6 +83,9 @@ fn rows() -> Vec<Row> {
             fmt_opt(s(r).write_bytes_per_sample, 2)
         }),
         ("fleet CPU (cores)", |r| fmt_opt(s(r).fleet_cpu_cores, 3)),
+        ("other load on the machine (cores)", |r| {
+            fmt_opt(s(r).other_load_cores, 2)
+        }),
         ("targets down (up == 0)", |r| fmt_opt(s(r).targets_down, 0)),
         ("query median (ms)", |r| fmt_opt(s(r).query_median_ms, 1)),
     ]
@@ -276,8 +279,8 @@ fn svg_plot(title: &str, unit: &str, lines: &[Line<'_>]) -> String {
     let (w, h) = (560.0, 250.0);
     let (left, right, top, bottom) = (70.0, 15.0, 30.0, 40.0);
     let all = lines.iter().flat_map(|l| l.points.iter());
-    let x_max = all.clone().map(|p| p.0).fold(1.0_f64, f64::max);
-    let y_max = all.map(|p| p.1).fold(0.0_f64, f64::max).max(1e-9) * 1.1;
+    let x_max = nice_ceiling(all.clone().map(|p| p.0).fold(1.0_f64, f64::max));
+    let y_max = nice_ceiling(all.map(|p| p.1).fold(0.0_f64, f64::max).max(1e-9));
     let x = |v: f64| left + (w - left - right) * v / x_max;
     let y = |v: f64| h - bottom - (h - top - bottom) * v / y_max;
     let mut svg = String::new();
@@ -334,6 +337,17 @@ fn svg_plot(title: &str, unit: &str, lines: &[Line<'_>]) -> String {
     }
     svg.push_str("</svg>");
     svg
+}
+
+/// The smallest of 1, 2, 4, 5 or 8 times a power of ten that is ≥ `v`, so
+/// that quarter ticks land on round numbers.
+fn nice_ceiling(v: f64) -> f64 {
+    let magnitude = 10f64.powf(v.log10().floor());
+    [1.0, 2.0, 4.0, 5.0, 8.0, 10.0]
+        .iter()
+        .map(|m| m * magnitude)
+        .find(|c| *c >= v * (1.0 - 1e-12))
+        .unwrap_or(10.0 * magnitude)
 }
 
 /// Short axis label: 1.2k, 3.4M.
@@ -475,5 +489,9 @@ mod tests {
         assert_eq!(format_thousands(-999.0, 0), "-999");
         assert_eq!(format_thousands(0.5, 2), "0.50");
         assert_eq!(short(612_000.0), "612.0k");
+        assert_eq!(nice_ceiling(2_900.0), 4_000.0);
+        assert_eq!(nice_ceiling(30.0), 40.0);
+        assert_eq!(nice_ceiling(0.07), 0.08);
+        assert_eq!(nice_ceiling(100.0), 100.0);
     }
 }

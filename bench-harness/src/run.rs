@@ -60,6 +60,10 @@ pub struct Sample {
     pub active_series: Option<f64>,
     pub failed_scrapes: Option<f64>,
     pub fleet_cpu_s: Option<f64>,
+    /// Busy CPU seconds of the whole machine (`/proc/stat`), to tell how
+    /// much else ran during the measurement.
+    #[serde(default)]
+    pub host_busy_s: Option<f64>,
 }
 
 /// Latencies of one query of the query set.
@@ -92,6 +96,10 @@ pub struct Summary {
     pub write_bytes_per_s: Option<f64>,
     pub write_bytes_per_sample: Option<f64>,
     pub fleet_cpu_cores: Option<f64>,
+    /// Cores used by everything but the server and the fleet during the
+    /// window: other builds or runs that make the figures noisy.
+    #[serde(default)]
+    pub other_load_cores: Option<f64>,
     pub targets_down: Option<f64>,
     pub query_median_ms: Option<f64>,
 }
@@ -399,6 +407,7 @@ fn take_sample(
         active_series: read(&server.active_series),
         failed_scrapes: read(&server.failed_scrapes),
         fleet_cpu_s: process::usage(fleet_pid).map(|u| u.cpu_s),
+        host_busy_s: process::host_busy_s(),
     })
 }
 
@@ -562,6 +571,14 @@ pub fn summarise(report: &RunReport) -> Summary {
     if let (Some(a), Some(b)) = (first.fleet_cpu_s, last.fleet_cpu_s) {
         summary.fleet_cpu_cores = per_s(a, b);
     }
+    if let (Some(a), Some(b), Some(server), Some(fleet)) = (
+        first.host_busy_s,
+        last.host_busy_s,
+        summary.cpu_cores,
+        summary.fleet_cpu_cores,
+    ) {
+        summary.other_load_cores = per_s(a, b).map(|host| (host - server - fleet).max(0.0));
+    }
     summary.targets_down = report
         .queries
         .iter()
@@ -648,6 +665,7 @@ mod tests {
             active_series: Some(100.0),
             failed_scrapes: None,
             fleet_cpu_s: Some(t_s / 100.0),
+            host_busy_s: Some(t_s),
         }
     }
 
@@ -703,6 +721,9 @@ mod tests {
         assert_eq!(s.write_bytes_per_sample, Some(2.0));
         let fleet = s.fleet_cpu_cores.unwrap();
         assert!((fleet - 0.01).abs() < 1e-12, "{fleet}");
+        // The machine was fully busy on one core: 1 - 0.1 - 0.01 for others.
+        let other = s.other_load_cores.unwrap();
+        assert!((other - 0.89).abs() < 1e-12, "{other}");
         assert_eq!(median(&[3.0, 1.0, 2.0, 10.0]), Some(2.5));
     }
 }
