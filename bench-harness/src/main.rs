@@ -15,6 +15,7 @@ mod process;
 mod report;
 mod run;
 mod servers;
+mod sweep;
 mod template;
 
 use std::path::{Path, PathBuf};
@@ -194,7 +195,7 @@ struct RunArgs {
     /// Keep the server's data dir after the run.
     #[arg(long)]
     keep_data: bool,
-    /// Directory for the report, logs and data (default: bench-out/<time>-<server>).
+    /// Directory for the report, logs and data (default: target/kiln-bench/<time>-<server>).
     #[arg(long)]
     out: Option<PathBuf>,
 }
@@ -239,9 +240,15 @@ struct PlanArgs {
     /// Costs from a `plan-constants` block in a markdown file (with --server).
     #[arg(long, requires = "server")]
     docs: Option<PathBuf>,
-    /// Server whose constants to read from --docs.
+    /// Server whose constants to read from --docs, or to measure with --sweep.
     #[arg(long)]
     server: Option<String>,
+    /// Measure --server at these fleet sizes (machines of --series series at
+    /// --interval), fit the cost curves and plan with the marginal costs.
+    #[arg(long, value_delimiter = ',', conflicts_with_all = ["from", "docs"], requires = "server")]
+    sweep: Vec<usize>,
+    #[command(flatten)]
+    run: RunArgs,
     /// Overrides of single costs.
     #[arg(long)]
     cpu_s_per_million_samples: Option<f64>,
@@ -439,12 +446,77 @@ fn compare(fleet: &FleetArgs, servers: Vec<String>, run: &RunArgs) -> Result<Exi
     })
 }
 
+/// Costs from a run's JSON (`run.json`, a server's file of a compare) or a
+/// sweep's (`sweep.json`).
+fn costs_from_file(path: &Path) -> Result<plan::Costs, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let json: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    if let Some(fit) = json.get("fit").filter(|f| !f.is_null()) {
+        let fit: sweep::SweepFit =
+            serde_json::from_value(fit.clone()).map_err(|e| format!("{}: {e}", path.display()))?;
+        return Ok(fit.costs);
+    }
+    let report: RunReport =
+        serde_json::from_value(json).map_err(|e| format!("{}: {e}", path.display()))?;
+    plan::costs_from_run(&report, &path.display().to_string()).map_err(|e| e.to_string())
+}
+
+/// Runs the sweep of `plan --sweep` and returns the fitted costs; the runs,
+/// the fit and an HTML report go to the run's out dir.
+fn run_sweep(args: &PlanArgs) -> Result<plan::Costs, String> {
+    let name = args.server.as_deref().ok_or("--sweep needs --server")?;
+    let server = servers::preset(name, &args.run.programs).map_err(|e| e.to_string())?;
+    let interval = parse_duration(&args.interval)?;
+    let options = args.run.options(interval)?;
+    let out = args
+        .run
+        .out
+        .clone()
+        .unwrap_or_else(|| run::default_out_dir(&format!("sweep-{name}")));
+    std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let mut reports = Vec::new();
+    for &targets in &args.sweep {
+        let fleet = FleetArgs {
+            targets,
+            series_per_target: args.series as usize,
+            interval,
+            churn: 0.0,
+            histogram_targets: 0,
+            histogram_series: 0,
+            slow_targets: 0,
+            slow_delay: Duration::ZERO,
+            failing_targets: 0,
+            timestamps: false,
+        };
+        eprintln!("kiln-bench plan --sweep: {name} at {targets} targets");
+        let report = run::run(&fleet.spec()?, &server, &options, &out);
+        write_json(&out.join(format!("{name}-{targets}.json")), &report)?;
+        reports.push(report);
+    }
+    let fit = sweep::fit_runs(&reports);
+    write_json(
+        &out.join("sweep.json"),
+        &serde_json::json!({ "runs": &reports, "fit": &fit }),
+    )?;
+    let html_path = out.join("report.html");
+    std::fs::write(
+        &html_path,
+        report::html(&reports, &format!("kiln-bench sweep: {name}")),
+    )
+    .map_err(|e| format!("{}: {e}", html_path.display()))?;
+    eprintln!("{}", report::table(&reports));
+    let fit = fit.ok_or("the sweep needs at least two completed runs of different sizes")?;
+    eprintln!("{}", sweep::describe(&fit));
+    eprintln!("sweep: {}", out.join("sweep.json").display());
+    Ok(fit.costs)
+}
+
 fn plan_command(args: &PlanArgs) -> Result<ExitCode, String> {
-    let mut costs = if let Some(path) = &args.from {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let report: RunReport =
-            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-        plan::costs_from_run(&report, &path.display().to_string()).map_err(|e| e.to_string())?
+    let mut costs = if !args.sweep.is_empty() {
+        run_sweep(args)?
+    } else if let Some(path) = &args.from {
+        costs_from_file(path)?
     } else if let (Some(path), Some(server)) = (&args.docs, &args.server) {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
         plan::costs_from_docs(&text, &path.display().to_string(), server)

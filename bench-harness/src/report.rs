@@ -35,6 +35,23 @@ fn format_thousands(value: f64, digits: usize) -> String {
     }
 }
 
+/// Column and legend names: the server, plus the fleet size when the runs
+/// differ in it (a sweep).
+fn labels(runs: &[RunReport]) -> Vec<String> {
+    let sizes_differ = runs
+        .windows(2)
+        .any(|w| w[0].fleet.targets != w[1].fleet.targets);
+    runs.iter()
+        .map(|r| {
+            if sizes_differ {
+                format!("{}@{}", r.server, r.fleet.targets)
+            } else {
+                r.server.clone()
+            }
+        })
+        .collect()
+}
+
 /// One table row: label and a getter over a report.
 type Row = (&'static str, fn(&RunReport) -> String);
 
@@ -138,11 +155,8 @@ pub fn ratios(runs: &[RunReport]) -> Vec<Ratios> {
 /// The report's cells: a header row of server names, then one row per
 /// figure, per query and (for several runs) per ratio.
 fn grid(runs: &[RunReport]) -> Vec<Vec<String>> {
-    let mut grid: Vec<Vec<String>> = vec![
-        std::iter::once(String::new())
-            .chain(runs.iter().map(|r| r.server.clone()))
-            .collect(),
-    ];
+    let mut grid: Vec<Vec<String>> =
+        vec![std::iter::once(String::new()).chain(labels(runs)).collect()];
     for (label, get) in rows() {
         grid.push(
             std::iter::once(label.to_owned())
@@ -231,8 +245,8 @@ pub fn table(runs: &[RunReport]) -> String {
 const COLOURS: [&str; 5] = ["#d9480f", "#1c7ed6", "#2b8a3e", "#862e9c", "#495057"];
 
 /// A time series for a plot: points of (seconds since ready, value).
-struct Line<'a> {
-    name: &'a str,
+struct Line {
+    name: String,
     points: Vec<(f64, f64)>,
 }
 
@@ -241,7 +255,7 @@ fn since_ready(run: &RunReport, sample: &Sample) -> f64 {
 }
 
 /// Per-interval rate of a cumulative quantity between consecutive samples.
-fn rate_line<'a>(run: &'a RunReport, get: fn(&Sample) -> Option<f64>) -> Line<'a> {
+fn rate_line(run: &RunReport, name: String, get: fn(&Sample) -> Option<f64>) -> Line {
     let points = run
         .samples
         .windows(2)
@@ -251,15 +265,12 @@ fn rate_line<'a>(run: &'a RunReport, get: fn(&Sample) -> Option<f64>) -> Line<'a
             (dt > 0.0).then(|| (since_ready(run, &w[1]), dv / dt))
         })
         .collect();
-    Line {
-        name: &run.server,
-        points,
-    }
+    Line { name, points }
 }
 
-fn level_line<'a>(run: &'a RunReport, get: fn(&Sample) -> f64) -> Line<'a> {
+fn level_line(run: &RunReport, name: String, get: fn(&Sample) -> f64) -> Line {
     Line {
-        name: &run.server,
+        name,
         points: run
             .samples
             .iter()
@@ -275,7 +286,7 @@ fn escape(text: &str) -> String {
 }
 
 /// A line plot as inline SVG, y from 0 to the largest value.
-fn svg_plot(title: &str, unit: &str, lines: &[Line<'_>]) -> String {
+fn svg_plot(title: &str, unit: &str, lines: &[Line]) -> String {
     let (w, h) = (560.0, 250.0);
     let (left, right, top, bottom) = (70.0, 15.0, 30.0, 40.0);
     let all = lines.iter().flat_map(|l| l.points.iter());
@@ -328,11 +339,11 @@ fn svg_plot(title: &str, unit: &str, lines: &[Line<'_>]) -> String {
         let _ = write!(
             svg,
             "<rect x=\"{}\" y=\"{}\" width=\"10\" height=\"10\" fill=\"{colour}\"/><text x=\"{}\" y=\"{}\">{}</text>",
-            left + 10.0 + 130.0 * i as f64,
+            left + 10.0 + 160.0 * i as f64,
             h - 14.0,
-            left + 24.0 + 130.0 * i as f64,
+            left + 24.0 + 160.0 * i as f64,
             h - 5.0,
-            escape(line.name)
+            escape(&line.name)
         );
     }
     svg.push_str("</svg>");
@@ -393,12 +404,13 @@ Run: {:.0} s after readiness, warm-up {:.0} s excluded from rates. kiln-bench {}
             escape(&first.kiln_bench_version)
         );
     }
-    page.push_str("<table><tr><th></th>");
-    for run in runs {
-        let _ = write!(page, "<th>{}</th>", escape(&run.server));
+    let cells = grid(runs);
+    page.push_str("<table><tr>");
+    for head in &cells[0] {
+        let _ = write!(page, "<th>{}</th>", escape(head));
     }
     page.push_str("</tr>");
-    for row in grid(runs).iter().skip(1) {
+    for row in cells.iter().skip(1) {
         let _ = write!(page, "<tr><td>{}</td>", escape(&row[0]));
         for cell in &row[1..] {
             let bad = [
@@ -416,33 +428,35 @@ Run: {:.0} s after readiness, warm-up {:.0} s excluded from rates. kiln-bench {}
         page.push_str("</tr>");
     }
     page.push_str("</table><div class=\"plots\">");
-    let plots: [(&str, &str, Vec<Line<'_>>); 4] = [
+    let names = labels(runs);
+    let named = || runs.iter().zip(names.iter().cloned());
+    let plots: [(&str, &str, Vec<Line>); 4] = [
         (
             "Samples appended",
             "samples/s",
-            runs.iter()
-                .map(|r| rate_line(r, |s| s.samples_appended))
+            named()
+                .map(|(r, n)| rate_line(r, n, |s| s.samples_appended))
                 .collect(),
         ),
         (
             "CPU",
             "cores",
-            runs.iter()
-                .map(|r| rate_line(r, |s| Some(s.cpu_s)))
+            named()
+                .map(|(r, n)| rate_line(r, n, |s| Some(s.cpu_s)))
                 .collect(),
         ),
         (
             "Resident memory",
             "MiB",
-            runs.iter()
-                .map(|r| level_line(r, |s| s.rss_bytes as f64 / MIB))
+            named()
+                .map(|(r, n)| level_line(r, n, |s| s.rss_bytes as f64 / MIB))
                 .collect(),
         ),
         (
             "Data dir",
             "MiB",
-            runs.iter()
-                .map(|r| level_line(r, |s| s.disk_bytes as f64 / MIB))
+            named()
+                .map(|(r, n)| level_line(r, n, |s| s.disk_bytes as f64 / MIB))
                 .collect(),
         ),
     ];
@@ -450,11 +464,11 @@ Run: {:.0} s after readiness, warm-up {:.0} s excluded from rates. kiln-bench {}
         page.push_str(&svg_plot(title, unit, lines));
     }
     page.push_str("</div>");
-    for run in runs {
+    for (run, name) in runs.iter().zip(&names) {
         let _ = write!(
             page,
             "<h3>{}</h3><p>{}: {}</p><pre>{}</pre>",
-            escape(&run.server),
+            escape(name),
             escape(&run.outcome.status),
             escape(&run.outcome.detail),
             escape(&run.command.join(" "))

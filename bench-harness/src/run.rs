@@ -645,9 +645,11 @@ impl Progress {
     }
 }
 
-/// Where a run's files go by default: `bench-out/<unix seconds>-<server>`.
+/// Where a run's files go by default: `target/kiln-bench/<unix
+/// seconds>-<label>`, inside the ignored build dir so reports and data dirs
+/// never end up in a commit.
 pub fn default_out_dir(label: &str) -> PathBuf {
-    PathBuf::from("bench-out").join(format!("{}-{label}", unix_ms() / 1000))
+    PathBuf::from("target/kiln-bench").join(format!("{}-{label}", unix_ms() / 1000))
 }
 
 #[cfg(test)]
