@@ -1,9 +1,577 @@
-//! `kiln-bench`: fleet simulator, load runs, comparison and capacity planning.
+//! `kiln-bench`: fleet simulator, load runs, side-by-side comparison and
+//! capacity planning for kiln and its peers (Prometheus, VictoriaMetrics).
+//!
+//! This module owns the command line: it turns flags into a [`FleetSpec`],
+//! server specs and run options, and dispatches to the modules that do the
+//! work. It depends on none of kiln's server crates: servers are driven as
+//! processes over HTTP, like any user would.
 
-fn main() {
-    eprintln!(
-        "kiln-bench {}: no subcommands yet",
-        env!("CARGO_PKG_VERSION")
-    );
-    std::process::exit(1);
+mod config;
+mod fleet;
+mod httpc;
+mod model;
+mod plan;
+mod process;
+mod report;
+mod run;
+mod servers;
+mod sweep;
+mod template;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::model::FleetSpec;
+use crate::run::{RunOptions, RunReport};
+use crate::template::{Template, TemplateError};
+
+/// The node_exporter captures the fleet's payloads are built from.
+const CAPTURE_T0: &str = include_str!("../../testdata/exposition/node_exporter-1.5.0.t0.prom");
+const CAPTURE_T15: &str = include_str!("../../testdata/exposition/node_exporter-1.5.0.t15.prom");
+
+/// The template built from the embedded captures (15 s apart).
+pub fn embedded_template() -> Result<Template, TemplateError> {
+    Template::from_captures(CAPTURE_T0, CAPTURE_T15, 15.0)
+}
+
+#[derive(Parser)]
+#[command(
+    name = "kiln-bench",
+    version,
+    about = "Fleet simulator, load runs, comparison and capacity planning for kiln"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve a simulated fleet: every target on its own 127.0.X.Y address, one port.
+    Fleet {
+        #[command(flatten)]
+        fleet: FleetArgs,
+        /// Port on every target address (0 picks a free one).
+        #[arg(long, default_value_t = 19100)]
+        port: u16,
+        /// Stop after this many seconds at the latest.
+        #[arg(long, default_value_t = 3600)]
+        duration_s: u64,
+        /// The whole fleet spec as JSON (used by `run`; overrides the fleet flags).
+        #[arg(long, hide = true)]
+        spec_json: Option<String>,
+    },
+    /// Write the prometheus.yml that scrapes a fleet (kiln, Prometheus and VictoriaMetrics accept it).
+    Config {
+        #[command(flatten)]
+        fleet: FleetArgs,
+        /// The fleet's port.
+        #[arg(long, default_value_t = 19100)]
+        port: u16,
+        /// Output file (default: stdout).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Run one server against a fleet and report what it costs.
+    Run {
+        #[command(flatten)]
+        fleet: FleetArgs,
+        /// Server preset: kiln, prometheus or victoria-metrics.
+        #[arg(long, conflicts_with = "command")]
+        server: Option<String>,
+        /// Explicit server command line, with {config}, {data} and {listen}
+        /// placeholders; read with Prometheus's self-metric names.
+        #[arg(long)]
+        command: Option<String>,
+        /// Name for an explicit command in reports.
+        #[arg(long, requires = "command")]
+        name: Option<String>,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Run the same scenario against several servers, one after another.
+    Compare {
+        #[command(flatten)]
+        fleet: FleetArgs,
+        /// Servers to compare, the first is the reference for ratios
+        /// (default: every installed preset, kiln first).
+        #[arg(long, value_delimiter = ',')]
+        servers: Vec<String>,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Cores, RAM, disk and disk writes for N machines × M series.
+    Plan(PlanArgs),
+}
+
+#[derive(Args, Clone)]
+struct FleetArgs {
+    /// Number of simulated targets.
+    #[arg(long, default_value_t = 100)]
+    targets: usize,
+    /// Series per target (replicas of the 507-series node_exporter capture,
+    /// extra copies marked with a `replica` label).
+    #[arg(long, default_value_t = 1521)]
+    series_per_target: usize,
+    /// Scrape interval.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    interval: Duration,
+    /// Share of series replaced per hour (0.1 = 10 %/h).
+    #[arg(long, default_value_t = 0.0)]
+    churn: f64,
+    /// Targets that also serve histograms.
+    #[arg(long, default_value_t = 0)]
+    histogram_targets: usize,
+    /// Extra histogram series per histogram target (whole families of 14).
+    #[arg(long, default_value_t = 504)]
+    histogram_series: usize,
+    /// Targets that answer only after --slow-delay.
+    #[arg(long, default_value_t = 0)]
+    slow_targets: usize,
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    slow_delay: Duration,
+    /// Targets that always answer 503.
+    #[arg(long, default_value_t = 0)]
+    failing_targets: usize,
+    /// Give every sample an explicit timestamp (the scrape slot's start).
+    #[arg(long)]
+    timestamps: bool,
+}
+
+impl FleetArgs {
+    fn spec(&self) -> Result<FleetSpec, String> {
+        if self.targets == 0 || self.targets > model::MAX_TARGETS {
+            return Err(format!("--targets must be 1..={}", model::MAX_TARGETS));
+        }
+        if self.slow_targets + self.failing_targets > self.targets {
+            return Err("--slow-targets + --failing-targets exceed --targets".to_owned());
+        }
+        if !(0.0..=3600.0).contains(&self.churn) {
+            return Err("--churn must be between 0 and 3600 per hour".to_owned());
+        }
+        let interval_ms = u64::try_from(self.interval.as_millis()).unwrap_or(u64::MAX);
+        if interval_ms < 100 {
+            return Err("--interval must be at least 100ms".to_owned());
+        }
+        Ok(FleetSpec {
+            targets: self.targets,
+            series_per_target: self.series_per_target,
+            interval_ms,
+            churn_per_hour: self.churn,
+            histogram_targets: self.histogram_targets.min(self.targets),
+            histogram_series: self.histogram_series,
+            slow_targets: self.slow_targets,
+            slow_delay_ms: u64::try_from(self.slow_delay.as_millis()).unwrap_or(u64::MAX),
+            failing_targets: self.failing_targets,
+            timestamps: self.timestamps,
+            origin_ms: now_interval_start(interval_ms),
+        })
+    }
+}
+
+#[derive(Args, Clone)]
+struct RunArgs {
+    /// How long to measure after the server is ready (at most 1 h).
+    #[arg(long, default_value = "2m", value_parser = parse_duration)]
+    duration: Duration,
+    /// Time after readiness left out of the rates (default: 2 intervals).
+    #[arg(long, value_parser = parse_duration)]
+    warmup: Option<Duration>,
+    /// Sampling period of /proc, the data dir and self-metrics.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    sample_every: Duration,
+    /// Give up when the server is not ready within this time.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    ready_timeout: Duration,
+    /// Times each query of the query set is repeated.
+    #[arg(long, default_value_t = 5)]
+    query_repeat: usize,
+    /// Executable of a preset: NAME=PATH (repeatable), e.g. kiln=target/release/kiln.
+    #[arg(long = "program")]
+    programs: Vec<String>,
+    /// Keep the server's data dir after the run.
+    #[arg(long)]
+    keep_data: bool,
+    /// Directory for the report, logs and data (default: target/kiln-bench/<time>-<server>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+impl RunArgs {
+    fn options(&self, interval: Duration) -> Result<RunOptions, String> {
+        if self.duration > Duration::from_secs(3600) || self.duration.is_zero() {
+            return Err("--duration must be between 1s and 1h".to_owned());
+        }
+        if self.sample_every < Duration::from_millis(200) {
+            return Err("--sample-every must be at least 200ms".to_owned());
+        }
+        if self.ready_timeout > Duration::from_secs(600) {
+            return Err("--ready-timeout must be at most 10m".to_owned());
+        }
+        Ok(RunOptions {
+            duration: self.duration,
+            sample_every: self.sample_every,
+            ready_timeout: self.ready_timeout,
+            warmup: self.warmup.unwrap_or(interval * 2),
+            query_repeat: self.query_repeat.clamp(1, 100),
+            keep_data: self.keep_data,
+        })
+    }
+}
+
+#[derive(Args)]
+struct PlanArgs {
+    /// Machines (targets) to monitor.
+    #[arg(long)]
+    machines: f64,
+    /// Series per machine.
+    #[arg(long)]
+    series: f64,
+    #[arg(long, default_value = "15s")]
+    interval: String,
+    #[arg(long, default_value = "15d")]
+    retention: String,
+    /// Costs from a run's JSON (run.json, or one server's file of a compare).
+    #[arg(long, conflicts_with = "docs")]
+    from: Option<PathBuf>,
+    /// Costs from a `plan-constants` block in a markdown file (with --server).
+    #[arg(long, requires = "server")]
+    docs: Option<PathBuf>,
+    /// Server whose constants to read from --docs, or to measure with --sweep.
+    #[arg(long)]
+    server: Option<String>,
+    /// Measure --server at these fleet sizes (machines of --series series at
+    /// --interval), fit the cost curves and plan with the marginal costs.
+    #[arg(long, value_delimiter = ',', conflicts_with_all = ["from", "docs"], requires = "server")]
+    sweep: Vec<usize>,
+    #[command(flatten)]
+    run: RunArgs,
+    /// Overrides of single costs.
+    #[arg(long)]
+    cpu_s_per_million_samples: Option<f64>,
+    #[arg(long)]
+    rss_bytes_per_series: Option<f64>,
+    #[arg(long)]
+    disk_bytes_per_sample: Option<f64>,
+    #[arg(long)]
+    write_bytes_per_sample: Option<f64>,
+    /// Factor on cores and RAM for queries, compaction, rules and restarts.
+    #[arg(long, default_value_t = 1.5)]
+    headroom: f64,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    plan::parse_duration_s(text)
+        .map(Duration::from_secs_f64)
+        .map_err(|e| e.to_string())
+}
+
+fn now_interval_start(interval_ms: u64) -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    now - now.rem_euclid(i64::try_from(interval_ms).unwrap_or(i64::MAX).max(1))
+}
+
+fn main() -> ExitCode {
+    process::raise_fd_limit();
+    match dispatch(Cli::parse().command) {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("kiln-bench: {message}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn dispatch(command: Command) -> Result<ExitCode, String> {
+    match command {
+        Command::Fleet {
+            fleet,
+            port,
+            duration_s,
+            spec_json,
+        } => {
+            let spec = match spec_json {
+                Some(json) => {
+                    serde_json::from_str(&json).map_err(|e| format!("--spec-json: {e}"))?
+                }
+                None => fleet.spec()?,
+            };
+            let template = embedded_template().map_err(|e| e.to_string())?;
+            eprintln!(
+                "kiln-bench fleet: {} targets, {} series per round every {} ms",
+                spec.targets,
+                spec.total_series(),
+                spec.interval_ms
+            );
+            fleet::serve(spec, template, port, Duration::from_secs(duration_s))
+                .map_err(|e| e.to_string())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Config { fleet, port, out } => {
+            let yml = config::prometheus_yml(&fleet.spec()?, port);
+            match out {
+                Some(path) => {
+                    std::fs::write(&path, yml).map_err(|e| format!("{}: {e}", path.display()))?
+                }
+                None => print!("{yml}"),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run {
+            fleet,
+            server,
+            command,
+            name,
+            run,
+        } => {
+            let spec = fleet.spec()?;
+            let server = match (server, command) {
+                (Some(preset), None) => servers::preset(&preset, &run.programs),
+                (None, Some(command)) => servers::explicit(name.as_deref(), &command),
+                _ => return Err("give --server PRESET or --command 'CMD …'".to_owned()),
+            }
+            .map_err(|e| e.to_string())?;
+            let options = run.options(fleet.interval)?;
+            let out = run
+                .out
+                .clone()
+                .unwrap_or_else(|| run::default_out_dir(&server.name));
+            std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+            let report = run::run(&spec, &server, &options, &out);
+            let ok = report.outcome.status == "completed";
+            write_reports(
+                &out,
+                std::slice::from_ref(&report),
+                &format!("kiln-bench run: {}", server.name),
+            )?;
+            write_json(&out.join("run.json"), &report)?;
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(2)
+            })
+        }
+        Command::Compare {
+            fleet,
+            servers,
+            run,
+        } => compare(&fleet, servers, &run),
+        Command::Plan(args) => plan_command(&args),
+    }
+}
+
+fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<(), String> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| e.to_string())?;
+    std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn write_reports(out: &Path, runs: &[RunReport], title: &str) -> Result<(), String> {
+    let html_path = out.join("report.html");
+    std::fs::write(&html_path, report::html(runs, title))
+        .map_err(|e| format!("{}: {e}", html_path.display()))?;
+    println!("{}", report::table(runs));
+    println!("report: {}", html_path.display());
+    Ok(())
+}
+
+fn compare(fleet: &FleetArgs, servers: Vec<String>, run: &RunArgs) -> Result<ExitCode, String> {
+    let spec = fleet.spec()?;
+    let options = run.options(fleet.interval)?;
+    let names: Vec<String> = if servers.is_empty() {
+        let found: Vec<String> = servers::PRESETS
+            .iter()
+            .filter(|p| servers::available(p, &run.programs))
+            .map(|p| (*p).to_owned())
+            .collect();
+        for missing in servers::PRESETS
+            .iter()
+            .filter(|p| !found.iter().any(|f| f == *p))
+        {
+            eprintln!(
+                "kiln-bench compare: {missing} not found, left out (see --program, scripts/install-peers.sh)"
+            );
+        }
+        found
+    } else {
+        servers
+    };
+    if names.is_empty() {
+        return Err("no server to compare".to_owned());
+    }
+    let specs = names
+        .iter()
+        .map(|n| servers::preset(n, &run.programs).map_err(|e| e.to_string()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let out = run
+        .out
+        .clone()
+        .unwrap_or_else(|| run::default_out_dir("compare"));
+    std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let mut reports = Vec::new();
+    for server in &specs {
+        eprintln!(
+            "kiln-bench compare: running {} ({} targets)",
+            server.name, spec.targets
+        );
+        let report = run::run(&spec, server, &options, &out);
+        write_json(&out.join(format!("{}.json", server.name)), &report)?;
+        eprintln!(
+            "kiln-bench compare: {} {}",
+            server.name, report.outcome.status
+        );
+        reports.push(report);
+    }
+    let all_ok = reports.iter().all(|r| r.outcome.status == "completed");
+    write_json(
+        &out.join("compare.json"),
+        &serde_json::json!({ "runs": &reports, "ratios": report::ratios(&reports) }),
+    )?;
+    write_reports(
+        &out,
+        &reports,
+        &format!("kiln-bench compare: {}", names.join(" vs ")),
+    )?;
+    Ok(if all_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
+}
+
+/// Costs from a run's JSON (`run.json`, a server's file of a compare) or a
+/// sweep's (`sweep.json`).
+fn costs_from_file(path: &Path) -> Result<plan::Costs, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let json: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    if let Some(fit) = json.get("fit").filter(|f| !f.is_null()) {
+        let fit: sweep::SweepFit =
+            serde_json::from_value(fit.clone()).map_err(|e| format!("{}: {e}", path.display()))?;
+        return Ok(fit.costs);
+    }
+    let report: RunReport =
+        serde_json::from_value(json).map_err(|e| format!("{}: {e}", path.display()))?;
+    plan::costs_from_run(&report, &path.display().to_string()).map_err(|e| e.to_string())
+}
+
+/// Runs the sweep of `plan --sweep` and returns the fitted costs; the runs,
+/// the fit and an HTML report go to the run's out dir.
+fn run_sweep(args: &PlanArgs) -> Result<plan::Costs, String> {
+    let name = args.server.as_deref().ok_or("--sweep needs --server")?;
+    let server = servers::preset(name, &args.run.programs).map_err(|e| e.to_string())?;
+    let interval = parse_duration(&args.interval)?;
+    let options = args.run.options(interval)?;
+    let out = args
+        .run
+        .out
+        .clone()
+        .unwrap_or_else(|| run::default_out_dir(&format!("sweep-{name}")));
+    std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let mut reports = Vec::new();
+    for &targets in &args.sweep {
+        let fleet = FleetArgs {
+            targets,
+            series_per_target: args.series as usize,
+            interval,
+            churn: 0.0,
+            histogram_targets: 0,
+            histogram_series: 0,
+            slow_targets: 0,
+            slow_delay: Duration::ZERO,
+            failing_targets: 0,
+            timestamps: false,
+        };
+        eprintln!("kiln-bench plan --sweep: {name} at {targets} targets");
+        let report = run::run(&fleet.spec()?, &server, &options, &out);
+        write_json(&out.join(format!("{name}-{targets}.json")), &report)?;
+        reports.push(report);
+    }
+    let fit = sweep::fit_runs(&reports);
+    write_json(
+        &out.join("sweep.json"),
+        &serde_json::json!({ "runs": &reports, "fit": &fit }),
+    )?;
+    let html_path = out.join("report.html");
+    std::fs::write(
+        &html_path,
+        report::html(&reports, &format!("kiln-bench sweep: {name}")),
+    )
+    .map_err(|e| format!("{}: {e}", html_path.display()))?;
+    eprintln!("{}", report::table(&reports));
+    let fit = fit.ok_or("the sweep needs at least two completed runs of different sizes")?;
+    eprintln!("{}", sweep::describe(&fit));
+    eprintln!("sweep: {}", out.join("sweep.json").display());
+    Ok(fit.costs)
+}
+
+fn plan_command(args: &PlanArgs) -> Result<ExitCode, String> {
+    let mut costs = if !args.sweep.is_empty() {
+        run_sweep(args)?
+    } else if let Some(path) = &args.from {
+        costs_from_file(path)?
+    } else if let (Some(path), Some(server)) = (&args.docs, &args.server) {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        plan::costs_from_docs(&text, &path.display().to_string(), server)
+            .map_err(|e| e.to_string())?
+    } else {
+        let all = [
+            args.cpu_s_per_million_samples,
+            args.rss_bytes_per_series,
+            args.disk_bytes_per_sample,
+            args.write_bytes_per_sample,
+        ];
+        if all.iter().any(Option::is_none) {
+            return Err(
+                "give --from RUN.json, --docs FILE --server NAME, or all four cost flags"
+                    .to_owned(),
+            );
+        }
+        plan::Costs {
+            source: "the command line".to_owned(),
+            cpu_s_per_million_samples: 0.0,
+            rss_bytes_per_series: 0.0,
+            disk_bytes_per_sample: 0.0,
+            write_bytes_per_sample: 0.0,
+        }
+    };
+    if let Some(v) = args.cpu_s_per_million_samples {
+        costs.cpu_s_per_million_samples = v;
+    }
+    if let Some(v) = args.rss_bytes_per_series {
+        costs.rss_bytes_per_series = v;
+    }
+    if let Some(v) = args.disk_bytes_per_sample {
+        costs.disk_bytes_per_sample = v;
+    }
+    if let Some(v) = args.write_bytes_per_sample {
+        costs.write_bytes_per_sample = v;
+    }
+    if args.machines <= 0.0 || args.series <= 0.0 || args.headroom < 1.0 {
+        return Err("--machines and --series must be positive, --headroom at least 1".to_owned());
+    }
+    let load = plan::Load {
+        machines: args.machines,
+        series_per_machine: args.series,
+        interval_s: plan::parse_duration_s(&args.interval).map_err(|e| e.to_string())?,
+        retention_s: plan::parse_duration_s(&args.retention).map_err(|e| e.to_string())?,
+    };
+    if args.json {
+        let need = plan::plan(&load, &costs, args.headroom);
+        let json = serde_json::json!({ "load": load, "costs": costs, "headroom": args.headroom, "need": need });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json).map_err(|e| e.to_string())?
+        );
+    } else {
+        print!("{}", plan::explain(&load, &costs, args.headroom));
+    }
+    Ok(ExitCode::SUCCESS)
 }

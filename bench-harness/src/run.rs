@@ -1,0 +1,731 @@
+//! One load run: a fleet process and one server process on loopback, from
+//! start to a [`RunReport`].
+//!
+//! Owns the run's sequence and its failure modes: start the fleet (a child
+//! `kiln-bench fleet`), write the scrape config, start the server with a
+//! fresh data dir on an ephemeral port, wait (bounded) for readiness, sample
+//! `/proc`, the data dir and self-metrics on a fixed tick for the duration,
+//! time the query set, stop both processes. Whatever goes wrong — the server
+//! cannot start, never gets ready, dies mid-run — the run still ends with a
+//! report of what happened and everything measured until then.
+
+use std::io::{BufRead as _, BufReader, IsTerminal as _, Write as _};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config;
+use crate::httpc;
+use crate::model::FleetSpec;
+use crate::process::{self, Supervised};
+use crate::servers::{self, ServerSpec};
+
+/// Knobs of a run other than the fleet and the server.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub duration: Duration,
+    pub sample_every: Duration,
+    pub ready_timeout: Duration,
+    /// Time after readiness excluded from the rates (first scrapes are
+    /// spread over the first interval; series creation costs more).
+    pub warmup: Duration,
+    pub query_repeat: usize,
+    pub keep_data: bool,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Outcome {
+    /// `completed`, `fleet_failed`, `failed_to_start`, `exited_before_ready`,
+    /// `never_ready` or `died`.
+    pub status: String,
+    pub detail: String,
+    /// Last lines of the server's output.
+    pub log_tail: Vec<String>,
+}
+
+/// One tick's measurements; times in seconds since the server started.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Sample {
+    pub t_s: f64,
+    pub cpu_s: f64,
+    pub rss_bytes: u64,
+    pub write_bytes: u64,
+    pub disk_bytes: u64,
+    pub samples_appended: Option<f64>,
+    pub active_series: Option<f64>,
+    pub failed_scrapes: Option<f64>,
+    pub fleet_cpu_s: Option<f64>,
+    /// Busy CPU seconds of the whole machine (`/proc/stat`), to tell how
+    /// much else ran during the measurement.
+    #[serde(default)]
+    pub host_busy_s: Option<f64>,
+}
+
+/// Latencies of one query of the query set.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct QueryResult {
+    pub name: String,
+    pub expr: String,
+    pub range: bool,
+    pub latencies_ms: Vec<f64>,
+    pub median_ms: Option<f64>,
+    pub result_series: Option<usize>,
+    pub error: Option<String>,
+}
+
+/// Figures derived from the samples over the steady window.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Summary {
+    pub window_s: Option<f64>,
+    pub samples_per_s: Option<f64>,
+    pub cpu_cores: Option<f64>,
+    pub samples_per_cpu_s: Option<f64>,
+    pub cpu_s_per_million_samples: Option<f64>,
+    pub rss_end_bytes: Option<u64>,
+    pub rss_peak_bytes: Option<u64>,
+    pub active_series: Option<f64>,
+    pub rss_bytes_per_series: Option<f64>,
+    pub samples_appended_total: Option<f64>,
+    pub disk_bytes: Option<u64>,
+    pub disk_bytes_per_sample: Option<f64>,
+    pub write_bytes_per_s: Option<f64>,
+    pub write_bytes_per_sample: Option<f64>,
+    pub fleet_cpu_cores: Option<f64>,
+    /// Cores used by everything but the server and the fleet during the
+    /// window: other builds or runs that make the figures noisy.
+    #[serde(default)]
+    pub other_load_cores: Option<f64>,
+    pub targets_down: Option<f64>,
+    pub query_median_ms: Option<f64>,
+}
+
+/// Everything a run produced; serialised as `run.json`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RunReport {
+    pub kiln_bench_version: String,
+    pub server: String,
+    pub command: Vec<String>,
+    pub fleet: FleetSpec,
+    /// Samples per second the fleet offers (series of answering targets
+    /// over the interval), before the server's own `up`/`scrape_*` series.
+    pub offered_samples_per_s: f64,
+    pub duration_s: f64,
+    pub warmup_s: f64,
+    pub started_unix_ms: i64,
+    pub ready_after_s: Option<f64>,
+    pub outcome: Outcome,
+    pub samples: Vec<Sample>,
+    pub queries: Vec<QueryResult>,
+    pub summary: Summary,
+}
+
+/// The query set timed at the end of a run: (name, expression, is range).
+const QUERIES: [(&str, &str, bool); 4] = [
+    ("up", "up", false),
+    (
+        "cpu by mode",
+        "sum by (mode) (rate(node_cpu_seconds_total[1m]))",
+        false,
+    ),
+    (
+        "cpu by mode, range",
+        "sum by (mode) (rate(node_cpu_seconds_total[5m]))",
+        true,
+    ),
+    (
+        "network series",
+        "count({__name__=~\"node_network_.+\"})",
+        false,
+    ),
+];
+
+fn unix_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// The fleet's child process and its announced port.
+struct FleetProcess {
+    process: Supervised,
+    port: u16,
+}
+
+fn start_fleet(spec: &FleetSpec, lifetime: Duration) -> Result<FleetProcess, String> {
+    let me = std::env::current_exe().map_err(|e| format!("cannot find kiln-bench itself: {e}"))?;
+    let spec_json = serde_json::to_string(spec).map_err(|e| e.to_string())?;
+    let mut process = Supervised::spawn(
+        Command::new(me)
+            .args(["fleet", "--port", "0", "--duration-s"])
+            .arg(lifetime.as_secs().to_string())
+            .args(["--spec-json", &spec_json])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped()),
+    )
+    .map_err(|e| format!("cannot start the fleet: {e}"))?;
+    let stdout = process.take_stdout().ok_or("fleet stdout missing")?;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(60))
+        .map_err(|_| "the fleet did not announce readiness within 60 s".to_owned())?;
+    let port = serde_json::from_str::<serde_json::Value>(&line)
+        .ok()
+        .and_then(|v| v.get("port")?.as_u64())
+        .and_then(|p| u16::try_from(p).ok())
+        .ok_or_else(|| format!("the fleet failed to start: {:?}", line.trim()))?;
+    Ok(FleetProcess { process, port })
+}
+
+fn free_loopback_port() -> std::io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn log_tail(path: &Path, lines: usize) -> Vec<String> {
+    let text = std::fs::read(path).unwrap_or_default();
+    let text = String::from_utf8_lossy(&text);
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..]
+        .iter()
+        .map(|l| l.chars().take(400).collect())
+        .collect()
+}
+
+/// Runs `server` against a fleet of `spec`; files go to `out_dir`.
+pub fn run(
+    spec: &FleetSpec,
+    server: &ServerSpec,
+    options: &RunOptions,
+    out_dir: &Path,
+) -> RunReport {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a current-thread runtime needs no resources that can be missing");
+    let mut spec = spec.clone();
+    let started_unix_ms = unix_ms();
+    spec.origin_ms = started_unix_ms - started_unix_ms.rem_euclid(spec.interval_ms.max(1) as i64);
+    let offered = (0..spec.targets)
+        .filter(|&i| spec.kind(i) != crate::model::TargetKind::Failing)
+        .map(|i| spec.series_of(i))
+        .sum::<usize>() as f64
+        / (spec.interval_ms as f64 / 1000.0);
+    let mut report = RunReport {
+        kiln_bench_version: env!("CARGO_PKG_VERSION").to_owned(),
+        server: server.name.clone(),
+        command: server.command.clone(),
+        fleet: spec.clone(),
+        offered_samples_per_s: offered,
+        duration_s: options.duration.as_secs_f64(),
+        warmup_s: options.warmup.as_secs_f64(),
+        started_unix_ms,
+        ready_after_s: None,
+        outcome: Outcome {
+            status: "completed".to_owned(),
+            detail: String::new(),
+            log_tail: Vec::new(),
+        },
+        samples: Vec::new(),
+        queries: Vec::new(),
+        summary: Summary::default(),
+    };
+    let fail = |report: &mut RunReport, status: &str, detail: String, log: Option<&Path>| {
+        report.outcome = Outcome {
+            status: status.to_owned(),
+            detail,
+            log_tail: log.map(|p| log_tail(p, 20)).unwrap_or_default(),
+        };
+    };
+    let fleet_lifetime = options.ready_timeout + options.duration + Duration::from_secs(300);
+    let mut fleet = match start_fleet(&spec, fleet_lifetime) {
+        Ok(fleet) => fleet,
+        Err(e) => {
+            fail(&mut report, "fleet_failed", e, None);
+            return report;
+        }
+    };
+    let config_path = out_dir.join("prometheus.yml");
+    let data_dir = out_dir.join(format!("data-{}", server.name));
+    let log_path = out_dir.join(format!("{}.log", server.name));
+    let prepared = std::fs::write(&config_path, config::prometheus_yml(&spec, fleet.port))
+        .and_then(|()| match std::fs::remove_dir_all(&data_dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => std::fs::create_dir_all(&data_dir),
+        })
+        .and_then(|()| free_loopback_port());
+    let port = match prepared {
+        Ok(port) => port,
+        Err(e) => {
+            fail(
+                &mut report,
+                "failed_to_start",
+                format!("preparing {}: {e}", out_dir.display()),
+                None,
+            );
+            return report;
+        }
+    };
+    let listen = format!("127.0.0.1:{port}");
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let argv = servers::instantiate(&server.command, &config_path, &data_dir, &listen);
+    report.command.clone_from(&argv);
+    let log_file = std::fs::File::create(&log_path).and_then(|f| Ok((f.try_clone()?, f)));
+    let spawned = log_file.and_then(|(out, err)| {
+        Supervised::spawn(
+            Command::new(&argv[0])
+                .args(&argv[1..])
+                .current_dir(out_dir)
+                .stdin(Stdio::null())
+                .stdout(out)
+                .stderr(err),
+        )
+    });
+    let mut child = match spawned {
+        Ok(child) => child,
+        Err(e) => {
+            fail(
+                &mut report,
+                "failed_to_start",
+                format!("{}: {e}", argv[0]),
+                None,
+            );
+            return report;
+        }
+    };
+    let started = Instant::now();
+    let pid = child.pid();
+
+    // Readiness, bounded by the timeout.
+    loop {
+        if let Some(status) = child.exit_status() {
+            let detail = format!(
+                "{} exited with {status} after {:.1} s, before it was ready",
+                server.name,
+                started.elapsed().as_secs_f64()
+            );
+            fail(&mut report, "exited_before_ready", detail, Some(&log_path));
+            return finish(report, child, fleet, &data_dir, options);
+        }
+        let probe = runtime.block_on(httpc::get(addr, server.ready_path, Duration::from_secs(2)));
+        if probe.is_ok_and(|r| r.status == 200) {
+            report.ready_after_s = Some(started.elapsed().as_secs_f64());
+            break;
+        }
+        if started.elapsed() >= options.ready_timeout {
+            let detail = format!(
+                "{} did not answer 200 on {} within {:?}",
+                server.name, server.ready_path, options.ready_timeout
+            );
+            fail(&mut report, "never_ready", detail, Some(&log_path));
+            return finish(report, child, fleet, &data_dir, options);
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+
+    // Sampling, one tick per `sample_every`, a bounded number of ticks.
+    let ready_at = started.elapsed();
+    let ticks = (options.duration.as_secs_f64() / options.sample_every.as_secs_f64()).ceil() as u64;
+    let progress = Progress::new(options.duration);
+    for tick in 1..=ticks.max(1) {
+        let due = ready_at + options.sample_every * u32::try_from(tick).unwrap_or(u32::MAX);
+        if let Some(wait) = due.checked_sub(started.elapsed()) {
+            std::thread::sleep(wait);
+        }
+        if let Some(status) = child.exit_status() {
+            let detail = format!(
+                "{} exited with {status} {:.1} s into the run",
+                server.name,
+                (started.elapsed() - ready_at).as_secs_f64()
+            );
+            fail(&mut report, "died", detail, Some(&log_path));
+            break;
+        }
+        if fleet.process.exit_status().is_some() {
+            fail(
+                &mut report,
+                "fleet_failed",
+                "the fleet process ended mid-run".to_owned(),
+                None,
+            );
+            break;
+        }
+        let sample = take_sample(
+            &runtime,
+            server,
+            addr,
+            pid,
+            fleet.process.pid(),
+            &data_dir,
+            started,
+        );
+        if let Some(sample) = sample {
+            progress.show(started.elapsed() - ready_at, &sample, report.samples.last());
+            report.samples.push(sample);
+        }
+    }
+    progress.done();
+    if report.outcome.status == "completed" {
+        report.queries = time_queries(&runtime, addr, options, ready_at, started);
+    }
+    finish(report, child, fleet, &data_dir, options)
+}
+
+fn take_sample(
+    runtime: &tokio::runtime::Runtime,
+    server: &ServerSpec,
+    addr: SocketAddr,
+    pid: u32,
+    fleet_pid: u32,
+    data_dir: &Path,
+    started: Instant,
+) -> Option<Sample> {
+    let usage = process::usage(pid)?;
+    let metrics = runtime
+        .block_on(httpc::get(addr, "/metrics", Duration::from_secs(5)))
+        .ok()
+        .filter(|r| r.status == 200)
+        .map(|r| r.body)
+        .unwrap_or_default();
+    let read =
+        |m: &Option<servers::MetricRef>| m.as_ref().and_then(|m| servers::read_metric(&metrics, m));
+    Some(Sample {
+        t_s: started.elapsed().as_secs_f64(),
+        cpu_s: usage.cpu_s,
+        rss_bytes: usage.rss_bytes,
+        write_bytes: usage.write_bytes,
+        disk_bytes: process::dir_bytes(data_dir),
+        samples_appended: read(&server.samples_appended),
+        active_series: read(&server.active_series),
+        failed_scrapes: read(&server.failed_scrapes),
+        fleet_cpu_s: process::usage(fleet_pid).map(|u| u.cpu_s),
+        host_busy_s: process::host_busy_s(),
+    })
+}
+
+fn time_queries(
+    runtime: &tokio::runtime::Runtime,
+    addr: SocketAddr,
+    options: &RunOptions,
+    ready_at: Duration,
+    started: Instant,
+) -> Vec<QueryResult> {
+    let end_s = unix_ms() as f64 / 1000.0;
+    let span = (started.elapsed() - ready_at).as_secs_f64().min(3600.0);
+    let start_s = end_s - span;
+    let mut all: Vec<(String, String, bool)> = QUERIES
+        .iter()
+        .map(|(n, e, r)| ((*n).to_owned(), (*e).to_owned(), *r))
+        .collect();
+    all.push((
+        "targets down".to_owned(),
+        "count(up == 0) or vector(0)".to_owned(),
+        false,
+    ));
+    all.into_iter()
+        .map(|(name, expr, range)| {
+            let path = if range {
+                format!(
+                    "/api/v1/query_range?query={}&start={start_s:.3}&end={end_s:.3}&step=15",
+                    httpc::encode(&expr)
+                )
+            } else {
+                format!(
+                    "/api/v1/query?query={}&time={end_s:.3}",
+                    httpc::encode(&expr)
+                )
+            };
+            let mut result = QueryResult {
+                name,
+                expr,
+                range,
+                latencies_ms: Vec::new(),
+                median_ms: None,
+                result_series: None,
+                error: None,
+            };
+            for _ in 0..options.query_repeat.max(1) {
+                let began = Instant::now();
+                let reply = runtime.block_on(httpc::get(addr, &path, Duration::from_secs(30)));
+                let ms = began.elapsed().as_secs_f64() * 1000.0;
+                match reply.map(|r| (r.status, serde_json::from_str::<serde_json::Value>(&r.body)))
+                {
+                    Ok((200, Ok(json))) if json["status"] == "success" => {
+                        result.latencies_ms.push(ms);
+                        let data = &json["data"]["result"];
+                        result.result_series = data.as_array().map(Vec::len);
+                        if result.name == "targets down" {
+                            result.result_series = data[0]["value"][1]
+                                .as_str()
+                                .and_then(|v| v.parse::<f64>().ok())
+                                .map(|v| v as usize);
+                        }
+                    }
+                    Ok((status, json)) => {
+                        result.error = Some(format!(
+                            "HTTP {status}: {}",
+                            json.map_or_else(|e| e.to_string(), |j| j["error"].to_string())
+                        ));
+                        break;
+                    }
+                    Err(e) => {
+                        result.error = Some(e);
+                        break;
+                    }
+                }
+            }
+            result.median_ms = median(&result.latencies_ms);
+            result
+        })
+        .collect()
+}
+
+fn median(values: &[f64]) -> Option<f64> {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    match sorted.len() {
+        0 => None,
+        n if n % 2 == 1 => Some(sorted[n / 2]),
+        n => Some((sorted[n / 2 - 1] + sorted[n / 2]) / 2.0),
+    }
+}
+
+fn finish(
+    mut report: RunReport,
+    mut child: Supervised,
+    mut fleet: FleetProcess,
+    data_dir: &Path,
+    options: &RunOptions,
+) -> RunReport {
+    let (status, killed) = child.stop(process::STOP_GRACE);
+    if killed {
+        report.outcome.detail.push_str(&format!(
+            " (needed SIGKILL after {:?})",
+            process::STOP_GRACE
+        ));
+    } else if report.outcome.status == "completed" {
+        report.outcome.detail = format!(
+            "ran {:.0} s after readiness; stopped with SIGTERM ({})",
+            report.duration_s,
+            status.map_or_else(|| "status unknown".to_owned(), |s| s.to_string())
+        );
+    }
+    fleet.process.stop(process::STOP_GRACE);
+    report.summary = summarise(&report);
+    if !options.keep_data {
+        // Best effort: a data dir that cannot be removed is only disk space.
+        let _ = std::fs::remove_dir_all(data_dir);
+    }
+    report
+}
+
+/// Derives the summary from the samples: rates over the window from the
+/// first sample after warm-up to the last sample.
+pub fn summarise(report: &RunReport) -> Summary {
+    let mut summary = Summary::default();
+    let Some(last) = report.samples.last() else {
+        return summary;
+    };
+    let steady_from = report.ready_after_s.unwrap_or(0.0) + report.warmup_s;
+    let first = report
+        .samples
+        .iter()
+        .find(|s| s.t_s >= steady_from)
+        .unwrap_or(&report.samples[0]);
+    let window = last.t_s - first.t_s;
+    let per_s = |a: f64, b: f64| (window > 0.0).then(|| (b - a) / window);
+    summary.window_s = (window > 0.0).then_some(window);
+    summary.cpu_cores = per_s(first.cpu_s, last.cpu_s);
+    if let (Some(a), Some(b)) = (first.samples_appended, last.samples_appended) {
+        summary.samples_per_s = per_s(a, b);
+        let cpu = last.cpu_s - first.cpu_s;
+        if cpu > 0.0 && b > a {
+            summary.samples_per_cpu_s = Some((b - a) / cpu);
+            summary.cpu_s_per_million_samples = Some(cpu / (b - a) * 1e6);
+            summary.write_bytes_per_sample =
+                Some(last.write_bytes.saturating_sub(first.write_bytes) as f64 / (b - a));
+        }
+    }
+    summary.write_bytes_per_s = per_s(first.write_bytes as f64, last.write_bytes as f64);
+    summary.rss_end_bytes = Some(last.rss_bytes);
+    summary.rss_peak_bytes = report.samples.iter().map(|s| s.rss_bytes).max();
+    summary.active_series = last.active_series;
+    summary.rss_bytes_per_series = last
+        .active_series
+        .filter(|s| *s > 0.0)
+        .map(|s| last.rss_bytes as f64 / s);
+    summary.samples_appended_total = last.samples_appended;
+    summary.disk_bytes = Some(last.disk_bytes);
+    summary.disk_bytes_per_sample = last
+        .samples_appended
+        .filter(|s| *s > 0.0)
+        .map(|s| last.disk_bytes as f64 / s);
+    if let (Some(a), Some(b)) = (first.fleet_cpu_s, last.fleet_cpu_s) {
+        summary.fleet_cpu_cores = per_s(a, b);
+    }
+    if let (Some(a), Some(b), Some(server), Some(fleet)) = (
+        first.host_busy_s,
+        last.host_busy_s,
+        summary.cpu_cores,
+        summary.fleet_cpu_cores,
+    ) {
+        summary.other_load_cores = per_s(a, b).map(|host| (host - server - fleet).max(0.0));
+    }
+    summary.targets_down = report
+        .queries
+        .iter()
+        .find(|q| q.name == "targets down")
+        .and_then(|q| q.result_series)
+        .map(|n| n as f64);
+    let medians: Vec<f64> = report
+        .queries
+        .iter()
+        .filter(|q| q.name != "targets down")
+        .filter_map(|q| q.median_ms)
+        .collect();
+    summary.query_median_ms = median(&medians);
+    summary
+}
+
+/// The progress line on stderr: redrawn in place on a terminal, one line
+/// every 30 s otherwise.
+struct Progress {
+    total: Duration,
+    terminal: bool,
+}
+
+impl Progress {
+    fn new(total: Duration) -> Self {
+        Self {
+            total,
+            terminal: std::io::stderr().is_terminal(),
+        }
+    }
+
+    fn show(&self, elapsed: Duration, now: &Sample, before: Option<&Sample>) {
+        let done = (elapsed.as_secs_f64() / self.total.as_secs_f64().max(1e-9)).min(1.0);
+        let width = 30;
+        let filled = (done * width as f64) as usize;
+        let rate = before
+            .zip(now.samples_appended)
+            .and_then(|(b, n)| Some((n - b.samples_appended?) / (now.t_s - b.t_s)))
+            .map_or_else(|| "-".to_owned(), |r| format!("{:.0}k", r / 1000.0));
+        let cpu = before
+            .map(|b| (now.cpu_s - b.cpu_s) / (now.t_s - b.t_s))
+            .map_or_else(|| "-".to_owned(), |c| format!("{c:.2}"));
+        let line = format!(
+            "[{}{}] {:>4.0}/{:.0} s  samples/s {rate}  cores {cpu}  rss {:.0} MiB",
+            "#".repeat(filled),
+            ".".repeat(width - filled),
+            elapsed.as_secs_f64(),
+            self.total.as_secs_f64(),
+            now.rss_bytes as f64 / 1_048_576.0
+        );
+        let mut err = std::io::stderr().lock();
+        if self.terminal {
+            let _ = write!(err, "\r{line}");
+        } else if (elapsed.as_secs() % 30) < 5 || done >= 1.0 {
+            let _ = writeln!(err, "{line}");
+        }
+        let _ = err.flush();
+    }
+
+    fn done(&self) {
+        if self.terminal {
+            eprintln!();
+        }
+    }
+}
+
+/// Where a run's files go by default: `target/kiln-bench/<unix
+/// seconds>-<label>`, inside the ignored build dir so reports and data dirs
+/// never end up in a commit.
+pub fn default_out_dir(label: &str) -> PathBuf {
+    PathBuf::from("target/kiln-bench").join(format!("{}-{label}", unix_ms() / 1000))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(t_s: f64, cpu_s: f64, appended: f64, rss: u64) -> Sample {
+        Sample {
+            t_s,
+            cpu_s,
+            rss_bytes: rss,
+            write_bytes: (appended * 2.0) as u64,
+            disk_bytes: 1000,
+            samples_appended: Some(appended),
+            active_series: Some(100.0),
+            failed_scrapes: None,
+            fleet_cpu_s: Some(t_s / 100.0),
+            host_busy_s: Some(t_s),
+        }
+    }
+
+    #[test]
+    fn summary_uses_the_steady_window() {
+        let mut report = RunReport {
+            kiln_bench_version: String::new(),
+            server: "x".into(),
+            command: vec![],
+            fleet: crate::model::FleetSpec {
+                targets: 1,
+                series_per_target: 1,
+                interval_ms: 15_000,
+                churn_per_hour: 0.0,
+                histogram_targets: 0,
+                histogram_series: 0,
+                slow_targets: 0,
+                slow_delay_ms: 0,
+                failing_targets: 0,
+                timestamps: false,
+                origin_ms: 0,
+            },
+            offered_samples_per_s: 0.0,
+            duration_s: 30.0,
+            warmup_s: 10.0,
+            started_unix_ms: 0,
+            ready_after_s: Some(2.0),
+            outcome: Outcome {
+                status: "completed".into(),
+                detail: String::new(),
+                log_tail: vec![],
+            },
+            // Warm-up ends at 12 s: the window is 15 s → 35 s.
+            samples: vec![
+                sample(5.0, 9.0, 0.0, 10),
+                sample(15.0, 10.0, 1_000.0, 30),
+                sample(25.0, 11.0, 11_000.0, 20),
+                sample(35.0, 12.0, 21_000.0, 40),
+            ],
+            queries: vec![],
+            summary: Summary::default(),
+        };
+        report.summary = summarise(&report);
+        let s = &report.summary;
+        assert_eq!(s.window_s, Some(20.0));
+        assert_eq!(s.samples_per_s, Some(1_000.0));
+        assert_eq!(s.cpu_cores, Some(0.1));
+        assert_eq!(s.samples_per_cpu_s, Some(10_000.0));
+        assert_eq!(s.cpu_s_per_million_samples, Some(100.0));
+        assert_eq!(s.rss_peak_bytes, Some(40));
+        assert_eq!(s.rss_bytes_per_series, Some(0.4));
+        assert_eq!(s.disk_bytes_per_sample, Some(1000.0 / 21_000.0));
+        assert_eq!(s.write_bytes_per_sample, Some(2.0));
+        let fleet = s.fleet_cpu_cores.unwrap();
+        assert!((fleet - 0.01).abs() < 1e-12, "{fleet}");
+        // The machine was fully busy on one core: 1 - 0.1 - 0.01 for others.
+        let other = s.other_load_cores.unwrap();
+        assert!((other - 0.89).abs() < 1e-12, "{other}");
+        assert_eq!(median(&[3.0, 1.0, 2.0, 10.0]), Some(2.5));
+    }
+}
