@@ -8,15 +8,42 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser};
+use clap::{Args, Parser, Subcommand};
 
 /// `kiln`: a Prometheus-compatible monitoring server.
+///
+/// Without a subcommand, kiln runs the server with the flags below.
 #[derive(Debug, Parser)]
-#[command(name = "kiln", version, about)]
+#[command(name = "kiln", version, about, args_conflicts_with_subcommands = true)]
 pub struct Cli {
+    /// A tool to run instead of the server.
+    #[command(subcommand)]
+    pub command: Option<Command>,
     /// The server's flags.
     #[command(flatten)]
     pub server: ServerFlags,
+}
+
+/// kiln's tools, in the spirit of `promtool`.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Inspect a data directory.
+    #[command(subcommand)]
+    Tsdb(TsdbCommand),
+}
+
+/// `kiln tsdb …`.
+#[derive(Debug, Subcommand)]
+pub enum TsdbCommand {
+    /// Series count, top label cardinalities and bytes per sample of a data
+    /// directory (of a stopped server, or a copy).
+    Analyze {
+        /// The data directory (`--storage.tsdb.path`).
+        dir: PathBuf,
+        /// How many entries each top list shows.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
 }
 
 /// The server's flags, named as Prometheus names them.

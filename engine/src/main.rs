@@ -7,10 +7,13 @@
 mod cli;
 mod http;
 mod logging;
+mod query;
 mod selfmetrics;
 mod server;
 mod shard;
 mod state;
+mod tools;
+mod tsdb;
 
 use clap::Parser;
 
@@ -19,6 +22,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
     let cli = cli::Cli::parse();
+    if let Some(cmd) = cli.command {
+        std::process::exit(tools::run(cmd));
+    }
     logging::init(&cli.server.log_level);
     if let Err(e) = server::run(cli.server) {
         log::error!("{e}");

@@ -11,14 +11,20 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
 
+use crate::tsdb::ShardStats;
+
 /// The version Prometheus API clients are told (see docs/compatibility.md:
 /// Grafana gates features on it, so kiln reports the API level it serves).
 pub const PROMETHEUS_API_VERSION: &str = "3.0.0";
+
+/// One metric family: name, type, help and its samples (label text, value).
+type Family = (&'static str, &'static str, &'static str, Vec<(String, f64)>);
 
 /// Process-wide self-metrics.
 pub struct SelfMetrics {
@@ -71,7 +77,12 @@ impl SelfMetrics {
     }
 
     /// Renders every metric in text format 0.0.4.
-    pub fn render(&self, started: SystemTime, shards: usize) -> String {
+    pub fn render(
+        &self,
+        started: SystemTime,
+        shards: usize,
+        storage: &[Arc<ShardStats>],
+    ) -> String {
         let mut out = String::with_capacity(4096);
         let mut family = |name: &str, kind: &str, help: &str, samples: &[(String, f64)]| {
             let _ = writeln!(out, "# HELP {name} {help}");
@@ -97,6 +108,122 @@ impl SelfMetrics {
             "gauge",
             "Number of shards (threads pinned to cores) this kiln runs.",
             &[(String::new(), shards as f64)],
+        );
+        let sum = |f: fn(&ShardStats) -> &AtomicU64| -> f64 {
+            storage
+                .iter()
+                .map(|s| f(s).load(Ordering::Relaxed))
+                .sum::<u64>() as f64
+        };
+        let float = |v: f64| vec![("{type=\"float\"}".to_owned(), v)];
+        let plain = |v: f64| vec![(String::new(), v)];
+        let storage_families: [Family; 12] = [
+            (
+                "prometheus_tsdb_head_series",
+                "gauge",
+                "Total number of series in the head block.",
+                plain(sum(|s| &s.head_series)),
+            ),
+            (
+                "prometheus_tsdb_head_samples_appended_total",
+                "counter",
+                "Total number of appended samples.",
+                float(sum(|s| &s.samples_appended)),
+            ),
+            (
+                "prometheus_tsdb_head_series_created_total",
+                "counter",
+                "Total number of series created in the head",
+                plain(sum(|s| &s.series_created)),
+            ),
+            (
+                "prometheus_tsdb_head_series_removed_total",
+                "counter",
+                "Total number of series removed in the head",
+                plain(sum(|s| &s.series_removed)),
+            ),
+            (
+                "prometheus_tsdb_out_of_order_samples_total",
+                "counter",
+                "Total number of out of order samples ingestion failed attempts due to out of order being disabled.",
+                float(sum(|s| &s.out_of_order)),
+            ),
+            (
+                "prometheus_tsdb_out_of_bound_samples_total",
+                "counter",
+                "Total number of out of bound samples ingestion failed attempts with out of order support disabled.",
+                float(sum(|s| &s.out_of_bounds)),
+            ),
+            (
+                "kiln_tsdb_duplicate_samples_total",
+                "counter",
+                "Samples rejected because their series already has a different value at that timestamp.",
+                plain(sum(|s| &s.duplicate)),
+            ),
+            (
+                "prometheus_tsdb_wal_corruptions_total",
+                "counter",
+                "Total number of WAL corruptions.",
+                plain(sum(|s| &s.wal_corruptions)),
+            ),
+            (
+                "kiln_tsdb_wal_written_bytes_total",
+                "counter",
+                "Bytes written to the write-ahead logs.",
+                plain(sum(|s| &s.wal_bytes)),
+            ),
+            (
+                "kiln_tsdb_head_chunk_bytes",
+                "gauge",
+                "Bytes of encoded chunk data in the heads.",
+                plain(sum(|s| &s.chunk_bytes)),
+            ),
+            (
+                "kiln_tsdb_head_bytes",
+                "gauge",
+                "Bytes the heads account for in all (series, index, chunks).",
+                plain(sum(|s| &s.head_bytes)),
+            ),
+            (
+                "kiln_tsdb_head_samples",
+                "gauge",
+                "Samples held in the heads.",
+                plain(sum(|s| &s.head_samples)),
+            ),
+        ];
+        for (name, kind, help, samples) in &storage_families {
+            family(name, kind, help, samples);
+        }
+        let mint = storage
+            .iter()
+            .map(|s| ShardStats::time(&s.min_time))
+            .min()
+            .unwrap_or(i64::MAX);
+        let maxt = storage
+            .iter()
+            .map(|s| ShardStats::time(&s.max_time))
+            .max()
+            .unwrap_or(i64::MIN);
+        family(
+            "prometheus_tsdb_head_min_time",
+            "gauge",
+            "Minimum time bound of the head block.",
+            &[(String::new(), mint as f64)],
+        );
+        family(
+            "prometheus_tsdb_head_max_time",
+            "gauge",
+            "Maximum timestamp of the head block.",
+            &[(String::new(), maxt as f64)],
+        );
+        let uring = storage
+            .iter()
+            .all(|s| s.wal_io_uring.load(Ordering::Relaxed) == 1);
+        family(
+            "kiln_tsdb_wal_io_uring",
+            "gauge",
+            "1 when every WAL writes through io_uring, 0 when some use the pwrite fallback.",
+            &[(String::new(), f64::from(u8::from(uring)))],
         );
         family(
             "prometheus_config_last_reload_successful",
@@ -268,7 +395,7 @@ mod tests {
         m.http_request("/metrics", 200);
         m.http_request("/metrics", 200);
         m.config_loaded(false);
-        let text = m.render(SystemTime::now(), 2);
+        let text = m.render(SystemTime::now(), 2, &[]);
         assert!(
             text.contains("prometheus_http_requests_total{code=\"200\",handler=\"/metrics\"} 2\n")
         );
@@ -276,7 +403,7 @@ mod tests {
         assert!(text.contains("kiln_shards 2\n"));
         m.config_loaded(true);
         assert!(
-            m.render(SystemTime::now(), 2)
+            m.render(SystemTime::now(), 2, &[])
                 .contains("prometheus_config_last_reload_successful 1\n")
         );
     }

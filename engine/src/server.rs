@@ -8,9 +8,14 @@ use std::sync::Arc;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, watch};
 
+use kiln_query::EngineOptions;
+use kiln_storage::{HeadOptions, WalOptions};
+
 use crate::cli::ServerFlags;
-use crate::shard;
-use crate::state::{Control, ServerState, load_config};
+use crate::query::QueryService;
+use crate::shard::{self, ShardInit};
+use crate::state::{Control, ServerState, Wiring, load_config};
+use crate::tsdb::{self, ShardStats, StorageConfig};
 
 /// Why the server could not start or run.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +34,12 @@ pub enum ServerError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The data directory's layout is unreadable.
+    #[error(transparent)]
+    Layout(#[from] tsdb::TsdbError),
+    /// A shard's storage could not be opened.
+    #[error("opening storage: {0}")]
+    Storage(String),
     /// An OS resource (thread, runtime, signal handler) was refused.
     #[error("{what}: {source}")]
     Os {
@@ -81,19 +92,85 @@ pub fn run(flags: ServerFlags) -> Result<(), ServerError> {
         )
     };
 
+    let logical = tsdb::logical_shards(&flags.storage_path, shards)?;
+    let storage = StorageConfig {
+        data_dir: flags.storage_path.clone(),
+        head: HeadOptions::default(),
+        wal: WalOptions::default(),
+    };
+    let (mut mailboxes, mut inboxes) = (Vec::new(), Vec::new());
+    for _ in 0..shards {
+        let (tx, rx) = mpsc::unbounded_channel();
+        mailboxes.push(tx);
+        inboxes.push(rx);
+    }
+    let mailboxes: tsdb::Mailboxes = mailboxes.into();
+    let shard_stats: Arc<[Arc<ShardStats>]> = (0..logical)
+        .map(|_| Arc::new(ShardStats::default()))
+        .collect();
+    let engine_opts = EngineOptions {
+        lookback_delta_ms: flags.query_lookback_delta.as_millis() as i64,
+        max_samples: usize::try_from(flags.query_max_samples).unwrap_or(usize::MAX),
+        ..EngineOptions::default()
+    };
+    // Query workers: enough to overlap a slow query with others, few enough
+    // that PromQL cannot crowd out the shards.
+    let workers = shards.clamp(2, 8);
+    let query = QueryService::start(workers, engine_opts, mailboxes.clone(), flags.query_timeout)
+        .map_err(|source| ServerError::Os {
+        what: "spawn query workers",
+        source,
+    })?;
+
     let (control_tx, mut control_rx) = mpsc::unbounded_channel();
-    let state = Arc::new(ServerState::new(flags, shards, config, control_tx));
+    let state = Arc::new(ServerState::new(
+        flags,
+        config,
+        Wiring {
+            shards,
+            control: control_tx,
+            mailboxes,
+            shard_stats,
+            query,
+        },
+    ));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut threads = Vec::with_capacity(shards);
-    for (id, listener) in listeners.into_iter().enumerate() {
+    let (opened_tx, opened_rx) = std::sync::mpsc::channel();
+    for ((id, listener), requests) in listeners.into_iter().enumerate().zip(inboxes) {
         let core = (!cores.is_empty()).then(|| cores[id % cores.len()]);
-        let t = shard::spawn(id, core, listener, state.clone(), shutdown_rx.clone()).map_err(
+        let init = ShardInit {
+            id,
+            threads: shards,
+            logical,
+            storage: storage.clone(),
+            requests,
+            opened: opened_tx.clone(),
+        };
+        let t = shard::spawn(init, core, listener, state.clone(), shutdown_rx.clone()).map_err(
             |source| ServerError::Os {
                 what: "spawn shard thread",
                 source,
             },
         )?;
         threads.push(t);
+    }
+    drop(opened_tx);
+    // Every shard must have its storage open before kiln reports ready.
+    let mut failure = None;
+    for _ in 0..shards {
+        match opened_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => failure = Some(e),
+            Err(_) => failure = Some("a shard thread ended while opening storage".to_owned()),
+        }
+    }
+    if let Some(e) = failure {
+        let _ = shutdown_tx.send(true);
+        for t in threads {
+            let _ = t.join();
+        }
+        return Err(ServerError::Storage(e));
     }
     // Ready before the address is announced, so that whoever waits for the
     // announcement finds `/-/ready` answering 200.

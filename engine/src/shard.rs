@@ -1,8 +1,10 @@
 //! Shards: one OS thread per core, pinned to it, each running its own
 //! tokio `current_thread` runtime with a `LocalSet`.
 //!
-//! A shard owns everything it runs (connections now; its targets, head and
-//! WAL as they land) and shares nothing mutable with other shards. Every
+//! A shard owns everything it runs (its connections, its logical shards'
+//! heads and WALs, its targets' scrape loops) and shares nothing mutable
+//! with other shards; others reach its data through its mailbox
+//! (see `tsdb.rs`). Every
 //! shard accepts HTTP connections on the same port through its own
 //! `SO_REUSEPORT` socket, so the kernel spreads connections over shards
 //! without a shared accept queue.
@@ -21,9 +23,12 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::sync::watch;
+use std::rc::Rc;
+
+use tokio::sync::{mpsc, watch};
 
 use crate::state::ServerState;
+use crate::tsdb::{LocalShards, ShardRequest, StorageConfig, serve_requests};
 
 /// How long a shard waits for open connections at shutdown.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -97,14 +102,33 @@ fn bind_one(addr: SocketAddr) -> std::io::Result<StdListener> {
     Ok(s.into())
 }
 
-/// Starts shard `id` on its own thread, pinned to `core` when given.
+/// What a shard thread starts with.
+pub struct ShardInit {
+    /// The runtime thread's number.
+    pub id: usize,
+    /// How many runtime threads there are.
+    pub threads: usize,
+    /// How many logical shards the data directory has.
+    pub logical: usize,
+    /// Where its storage lives.
+    pub storage: StorageConfig,
+    /// Its mailbox.
+    pub requests: mpsc::UnboundedReceiver<ShardRequest>,
+    /// Told once the shard's storage is open (or why it could not be).
+    pub opened: std::sync::mpsc::Sender<Result<(), String>>,
+}
+
+/// Starts shard `init.id` on its own thread, pinned to `core` when given.
+/// It opens its logical shards (replaying their WALs), reports on
+/// `init.opened`, then serves until shutdown.
 pub fn spawn(
-    id: usize,
+    init: ShardInit,
     core: Option<core_affinity::CoreId>,
     listener: StdListener,
     state: Arc<ServerState>,
     shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<JoinHandle<()>> {
+    let id = init.id;
     std::thread::Builder::new()
         .name(format!("kiln-shard-{id}"))
         .spawn(move || {
@@ -119,12 +143,32 @@ pub fn spawn(
             {
                 Ok(rt) => rt,
                 Err(e) => {
-                    log::error!("shard {id}: cannot start its runtime: {e}");
+                    let _ = init
+                        .opened
+                        .send(Err(format!("shard {id}: cannot start its runtime: {e}")));
                     return;
                 }
             };
-            let local = tokio::task::LocalSet::new();
-            local.block_on(&rt, run(id, listener, state, shutdown));
+            let local = match LocalShards::open(
+                &init.storage,
+                init.logical,
+                id,
+                init.threads,
+                &state.shard_stats,
+            ) {
+                Ok(l) => Rc::new(l),
+                Err(e) => {
+                    let _ = init.opened.send(Err(e.to_string()));
+                    return;
+                }
+            };
+            let _ = init.opened.send(Ok(()));
+            let tasks = tokio::task::LocalSet::new();
+            tasks.spawn_local(serve_requests(init.requests, local.clone()));
+            tasks.block_on(&rt, run(id, listener, state, shutdown));
+            // Scrapes and connections have stopped: make the WAL durable.
+            local.publish();
+            local.sync();
         })
 }
 

@@ -7,6 +7,7 @@
 //! ingest hot path (status requests and reloads).
 
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::SystemTime;
 
@@ -14,7 +15,9 @@ use parking_lot::RwLock;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::cli::ServerFlags;
+use crate::query::QueryService;
 use crate::selfmetrics::SelfMetrics;
+use crate::tsdb::{Mailboxes, ShardStats};
 
 /// The configuration kiln runs when no `--config.file` is given: it scrapes
 /// kiln's own `/metrics`, so a fresh `cargo run` shows a working server.
@@ -80,26 +83,44 @@ pub struct ServerState {
     pub metrics: SelfMetrics,
     /// Where shards send reload and quit requests.
     pub control: mpsc::UnboundedSender<Control>,
+    /// Each runtime thread's mailbox, for reads of its logical shards.
+    pub mailboxes: Mailboxes,
+    /// Published counters of every logical shard, by shard number.
+    pub shard_stats: Arc<[Arc<ShardStats>]>,
+    /// The PromQL workers.
+    pub query: QueryService,
     ready: AtomicBool,
+}
+
+/// What [`ServerState::new`] is built from besides flags and config.
+pub struct Wiring {
+    /// Runtime threads.
+    pub shards: usize,
+    /// Where shards send reload and quit requests.
+    pub control: mpsc::UnboundedSender<Control>,
+    /// Each runtime thread's mailbox.
+    pub mailboxes: Mailboxes,
+    /// Every logical shard's published counters.
+    pub shard_stats: Arc<[Arc<ShardStats>]>,
+    /// The PromQL workers.
+    pub query: QueryService,
 }
 
 impl ServerState {
     /// New state, not ready yet.
-    pub fn new(
-        flags: ServerFlags,
-        shards: usize,
-        config: LoadedConfig,
-        control: mpsc::UnboundedSender<Control>,
-    ) -> Self {
+    pub fn new(flags: ServerFlags, config: LoadedConfig, w: Wiring) -> Self {
         let metrics = SelfMetrics::new();
         metrics.config_loaded(true);
         ServerState {
             flags,
-            shards,
+            shards: w.shards,
             started: SystemTime::now(),
             config: RwLock::new(config),
             metrics,
-            control,
+            control: w.control,
+            mailboxes: w.mailboxes,
+            shard_stats: w.shard_stats,
+            query: w.query,
             ready: AtomicBool::new(false),
         }
     }

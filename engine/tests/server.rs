@@ -204,3 +204,83 @@ fn bad_start_exits_with_code_1() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn query_api_renders_and_validates_as_prometheus() {
+    let k = Kiln::start(&[]);
+    // Bodies as Prometheus 2.42 writes them for the same requests.
+    let cases = [
+        (
+            "/api/v1/query?query=1%2B1&time=1.5",
+            200,
+            r#"{"status":"success","data":{"resultType":"scalar","result":[1.500,"2"]}}"#,
+        ),
+        (
+            "/api/v1/query?query=%22a%3Cb%22&time=100",
+            200,
+            r#"{"status":"success","data":{"resultType":"string","result":[100,"a\u003cb"]}}"#,
+        ),
+        (
+            "/api/v1/query?query=vector(1)%2F0&time=2015-07-01T20:10:51.781Z",
+            200,
+            r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1435781451.781,"+Inf"]}]}}"#,
+        ),
+        (
+            "/api/v1/query_range?query=time()&start=0&end=4&step=2",
+            200,
+            r#"{"status":"success","data":{"resultType":"matrix","result":[{"metric":{},"values":[[0,"0"],[2,"2"],[4,"4"]]}]}}"#,
+        ),
+        (
+            "/api/v1/query?query=sum(",
+            400,
+            r#"{"status":"error","errorType":"bad_data","error":"invalid parameter \"query\": 1:5: parse error: unclosed left parenthesis"}"#,
+        ),
+        (
+            "/api/v1/query?query=1&time=yesterday",
+            400,
+            r#"{"status":"error","errorType":"bad_data","error":"invalid parameter \"time\": cannot parse \"yesterday\" to a valid timestamp"}"#,
+        ),
+        (
+            "/api/v1/query_range?query=1&start=10&end=1&step=1",
+            400,
+            r#"{"status":"error","errorType":"bad_data","error":"invalid parameter \"end\": end timestamp must not be before start time"}"#,
+        ),
+        (
+            "/api/v1/query_range?query=1&start=1&end=10&step=0",
+            400,
+            r#"{"status":"error","errorType":"bad_data","error":"invalid parameter \"step\": zero or negative query resolution step widths are not accepted. Try a positive integer"}"#,
+        ),
+        (
+            "/api/v1/query_range?query=1&start=0&end=100000&step=1",
+            400,
+            r#"{"status":"error","errorType":"bad_data","error":"exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)"}"#,
+        ),
+        (
+            "/api/v1/series",
+            400,
+            r#"{"status":"error","errorType":"bad_data","error":"no match[] parameter provided"}"#,
+        ),
+        (
+            "/api/v1/labels",
+            200,
+            r#"{"status":"success","data":[]}"#,
+        ),
+    ];
+    for (path, status, body) in cases {
+        let r = k.get(path);
+        assert_eq!((r.status, r.text().as_str()), (status, body), "{path}");
+    }
+    // Grafana's form POST.
+    let r = k.request(
+        "POST",
+        "/api/v1/query",
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        b"query=2*3&time=7",
+    );
+    assert_eq!(
+        r.text(),
+        r#"{"status":"success","data":{"resultType":"scalar","result":[7,"6"]}}"#
+    );
+    let r = k.request("DELETE", "/api/v1/query", &[], b"");
+    assert_eq!(r.status, 405);
+}

@@ -22,11 +22,19 @@ pub const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// Content type of plain messages.
 pub const PLAIN: &str = "text/plain; charset=utf-8";
 
-/// Prometheus's API error classes, with the HTTP status each maps to. The
-/// query API adds `bad_data`, `execution`, `timeout` and `canceled` when it
-/// is wired in.
+/// Prometheus's API error classes, with the HTTP status each maps to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorType {
+    /// 400: a parameter is malformed (including an unparsable query).
+    BadData,
+    /// 422: the query failed while being evaluated.
+    Execution,
+    /// 503: the query ran out of time.
+    Timeout,
+    /// 499: the client went away and the query was stopped.
+    Canceled,
+    /// 503: the server cannot take the request now.
+    Unavailable,
     /// 500: the server failed.
     Internal,
 }
@@ -35,6 +43,11 @@ impl ErrorType {
     /// The `errorType` string.
     pub fn as_str(self) -> &'static str {
         match self {
+            ErrorType::BadData => "bad_data",
+            ErrorType::Execution => "execution",
+            ErrorType::Timeout => "timeout",
+            ErrorType::Canceled => "canceled",
+            ErrorType::Unavailable => "unavailable",
             ErrorType::Internal => "internal",
         }
     }
@@ -42,6 +55,11 @@ impl ErrorType {
     /// The HTTP status Prometheus answers with.
     pub fn status(self) -> StatusCode {
         match self {
+            ErrorType::BadData => StatusCode::BAD_REQUEST,
+            ErrorType::Execution => StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorType::Timeout | ErrorType::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            // Prometheus's "client closed connection" status.
+            ErrorType::Canceled => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
             ErrorType::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -85,6 +103,11 @@ impl Reply {
             headers: Vec::new(),
             body: body.into(),
         }
+    }
+
+    /// A JSON reply written by the caller.
+    pub fn json(status: StatusCode, body: String) -> Self {
+        Reply::new(status, JSON, body)
     }
 
     /// A plain-text reply.
@@ -214,6 +237,21 @@ mod tests {
         match fut.as_mut().poll(&mut cx) {
             std::task::Poll::Ready(Ok(c)) => c.to_bytes(),
             _ => panic!("Full body not ready"),
+        }
+    }
+
+    #[test]
+    fn error_types_map_to_prometheus_statuses() {
+        let cases = [
+            (ErrorType::BadData, "bad_data", 400),
+            (ErrorType::Execution, "execution", 422),
+            (ErrorType::Timeout, "timeout", 503),
+            (ErrorType::Canceled, "canceled", 499),
+            (ErrorType::Unavailable, "unavailable", 503),
+            (ErrorType::Internal, "internal", 500),
+        ];
+        for (t, name, code) in cases {
+            assert_eq!((t.as_str(), t.status().as_u16()), (name, code));
         }
     }
 

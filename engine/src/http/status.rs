@@ -28,7 +28,9 @@ pub fn metrics(state: &ServerState) -> Reply {
     Reply::new(
         StatusCode::OK,
         TEXT_FORMAT,
-        state.metrics.render(state.started, state.shards),
+        state
+            .metrics
+            .render(state.started, state.shards, &state.shard_stats),
     )
 }
 

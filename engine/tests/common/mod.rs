@@ -4,6 +4,11 @@
 //! Every server binds 127.0.0.1 on an ephemeral port, gets its own data
 //! directory, and is killed when its handle drops. Every wait is bounded.
 
+// Each test binary compiles this module and uses a different part of it.
+#![allow(dead_code)]
+
+pub mod targets;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -27,7 +32,12 @@ pub struct Kiln {
 impl Kiln {
     /// Starts kiln with `args` besides the listen address and data dir.
     pub fn start(args: &[&str]) -> Kiln {
-        let data = tempfile::tempdir().expect("temp dir");
+        Self::start_in(tempfile::tempdir().expect("temp dir"), args)
+    }
+
+    /// Starts kiln on an existing data directory (e.g. one a stopped kiln
+    /// left behind, to test recovery).
+    pub fn start_in(data: tempfile::TempDir, args: &[&str]) -> Kiln {
         let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
             .arg("--web.listen-address=127.0.0.1:0")
             .arg(format!("--storage.tsdb.path={}", data.path().display()))
@@ -85,6 +95,16 @@ impl Kiln {
                 Err(_) => return None,
             }
         }
+    }
+
+    /// Stops the process with SIGTERM, waits for it, and hands back its
+    /// data directory.
+    #[allow(dead_code)]
+    pub fn stop(mut self) -> (Option<ExitStatus>, tempfile::TempDir) {
+        self.signal(libc::SIGTERM);
+        let status = self.wait_exit(Duration::from_secs(20));
+        let data = std::mem::replace(&mut self._data, tempfile::tempdir().expect("temp dir"));
+        (status, data)
     }
 
     /// The process id.

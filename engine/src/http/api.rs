@@ -1,0 +1,336 @@
+//! The data endpoints of the Prometheus API: `/api/v1/query`,
+//! `/api/v1/query_range`, `/api/v1/series`, `/api/v1/labels` and
+//! `/api/v1/label/<name>/values`.
+//!
+//! Validation order, error types and texts follow Prometheus's handlers, so
+//! a client sees the same answer for the same mistake: bad parameters are
+//! `400 bad_data`, evaluation failures `422 execution`, timeouts
+//! `503 timeout`.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use http::StatusCode;
+use kiln_query::{ErrorType as QueryErrorType, ExprKind, QueryResult, QueryValue};
+use kiln_storage::{Labels, Matcher};
+
+use super::json::JsonBuf;
+use super::params::{MAX_TIME_MS, MIN_TIME_MS, ParamError, Params, parse_duration_ms, time_param};
+use super::response::{ErrorType, Reply};
+use crate::query::{QuerySpec, RunError};
+use crate::state::ServerState;
+use crate::tsdb::{ShardRequest, gather};
+
+/// Most points a range query may return per series (Prometheus's limit).
+const MAX_POINTS: i64 = 11_000;
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn bad(e: impl std::fmt::Display) -> Reply {
+    Reply::api_error(ErrorType::BadData, &e.to_string())
+}
+
+fn timeout_param(p: &Params) -> Result<Option<std::time::Duration>, ParamError> {
+    let v = p.get("timeout");
+    if v.is_empty() {
+        return Ok(None);
+    }
+    let ms = parse_duration_ms(v).map_err(|r| ParamError::new("timeout", r))?;
+    Ok(Some(std::time::Duration::from_millis(ms.max(0) as u64)))
+}
+
+/// `GET|POST /api/v1/query`.
+pub async fn query(state: &ServerState, p: &Params) -> Reply {
+    let t = match time_param(p, "time", now_ms()) {
+        Ok(t) => t,
+        Err(e) => return bad(e),
+    };
+    let timeout = match timeout_param(p) {
+        Ok(t) => t,
+        Err(e) => return bad(e),
+    };
+    let spec = QuerySpec::Instant {
+        query: p.get("query").to_owned(),
+        t_ms: t,
+    };
+    run(state, spec, timeout).await
+}
+
+/// `GET|POST /api/v1/query_range`.
+pub async fn query_range(state: &ServerState, p: &Params) -> Reply {
+    let parse = || -> Result<(i64, i64, i64), Reply> {
+        let start = super::params::parse_time(p.get("start"))
+            .map_err(|r| bad(ParamError::new("start", r)))?;
+        let end =
+            super::params::parse_time(p.get("end")).map_err(|r| bad(ParamError::new("end", r)))?;
+        if end < start {
+            return Err(bad(ParamError::new(
+                "end",
+                "end timestamp must not be before start time",
+            )));
+        }
+        let step = parse_duration_ms(p.get("step")).map_err(|r| bad(ParamError::new("step", r)))?;
+        if step <= 0 {
+            return Err(bad(ParamError::new(
+                "step",
+                "zero or negative query resolution step widths are not accepted. Try a positive integer",
+            )));
+        }
+        if (end - start) / step > MAX_POINTS {
+            return Err(bad(
+                "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)",
+            ));
+        }
+        Ok((start, end, step))
+    };
+    let (start_ms, end_ms, step_ms) = match parse() {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let timeout = match timeout_param(p) {
+        Ok(t) => t,
+        Err(e) => return bad(e),
+    };
+    let spec = QuerySpec::Range {
+        query: p.get("query").to_owned(),
+        start_ms,
+        end_ms,
+        step_ms,
+    };
+    run(state, spec, timeout).await
+}
+
+async fn run(state: &ServerState, spec: QuerySpec, timeout: Option<std::time::Duration>) -> Reply {
+    match state.query.run(spec, timeout).await {
+        Ok(r) => Reply::json(StatusCode::OK, render_result(&r)),
+        Err(RunError::Query(e)) => {
+            let kind = match e.error_type() {
+                QueryErrorType::BadData => ErrorType::BadData,
+                QueryErrorType::Execution => ErrorType::Execution,
+                QueryErrorType::Timeout => ErrorType::Timeout,
+                QueryErrorType::Canceled => ErrorType::Canceled,
+                QueryErrorType::Internal => ErrorType::Internal,
+            };
+            let msg = match kind {
+                ErrorType::BadData => ParamError::new("query", e.to_string()).to_string(),
+                _ => e.to_string(),
+            };
+            Reply::api_error(kind, &msg)
+        }
+        Err(e @ RunError::Overloaded) => Reply::api_error(ErrorType::Unavailable, &e.to_string()),
+        Err(e @ RunError::Shutdown) => Reply::api_error(ErrorType::Unavailable, &e.to_string()),
+    }
+}
+
+/// The success envelope of a query result, as Prometheus writes it.
+pub fn render_result(r: &QueryResult) -> String {
+    let mut b = JsonBuf::with_capacity(4096);
+    b.raw(r#"{"status":"success","data":{"resultType":"#);
+    match &r.value {
+        QueryValue::Scalar { t_ms, v } => {
+            b.raw(r#""scalar","result":"#).point(*t_ms, *v);
+        }
+        QueryValue::String { t_ms, s } => {
+            b.raw(r#""string","result":["#)
+                .timestamp(*t_ms)
+                .raw(",")
+                .string(s)
+                .raw("]");
+        }
+        QueryValue::Vector(v) => {
+            b.raw(r#""vector","result":["#);
+            for (i, s) in v.iter().enumerate() {
+                if i > 0 {
+                    b.raw(",");
+                }
+                b.raw(r#"{"metric":"#)
+                    .labels(&s.labels)
+                    .raw(r#","value":"#)
+                    .point(s.t_ms, s.v)
+                    .raw("}");
+            }
+            b.raw("]");
+        }
+        QueryValue::Matrix(m) => {
+            b.raw(r#""matrix","result":["#);
+            for (i, s) in m.iter().enumerate() {
+                if i > 0 {
+                    b.raw(",");
+                }
+                b.raw(r#"{"metric":"#)
+                    .labels(&s.labels)
+                    .raw(r#","values":["#);
+                for (j, &(t, v)) in s.samples.iter().enumerate() {
+                    if j > 0 {
+                        b.raw(",");
+                    }
+                    b.point(t, v);
+                }
+                b.raw("]}");
+            }
+            b.raw("]");
+        }
+    }
+    b.raw("}");
+    if !r.warnings.is_empty() {
+        b.raw(r#","warnings":"#)
+            .strings(r.warnings.iter().map(String::as_str));
+    }
+    if !r.infos.is_empty() {
+        b.raw(r#","infos":"#)
+            .strings(r.infos.iter().map(String::as_str));
+    }
+    b.raw("}");
+    b.finish()
+}
+
+/// Parses the `match[]` selectors.
+fn matcher_sets(p: &Params) -> Result<Vec<Vec<Matcher>>, Reply> {
+    p.all("match[]")
+        .into_iter()
+        .map(|s| parse_selector(s).map_err(|e| bad(ParamError::new("match[]", e))))
+        .collect()
+}
+
+/// Parses a series selector (`match[]`): a vector selector and nothing
+/// else, as Prometheus's `ParseMetricSelector` requires.
+fn parse_selector(s: &str) -> Result<Vec<Matcher>, String> {
+    let e = kiln_query::parse(s).map_err(|e| e.to_string())?;
+    match e.kind {
+        ExprKind::Vector(sel) => Ok(sel.matchers),
+        _ => Err("1:1: parse error: expected series selector".to_owned()),
+    }
+}
+
+/// `start`/`end` of the metadata endpoints: absent means unbounded.
+fn meta_range(p: &Params) -> Result<(i64, i64), Reply> {
+    let start = time_param(p, "start", MIN_TIME_MS).map_err(bad)?;
+    let end = time_param(p, "end", MAX_TIME_MS).map_err(bad)?;
+    Ok((start, end))
+}
+
+fn limit_param(p: &Params) -> Result<usize, Reply> {
+    let v = p.get("limit");
+    if v.is_empty() {
+        return Ok(0);
+    }
+    match v.parse::<i64>() {
+        Ok(n) if n >= 0 => Ok(n as usize),
+        _ => Err(bad(ParamError::new("limit", "limit must be non-negative"))),
+    }
+}
+
+/// Truncates to `limit` (0 = none) and reports whether it did.
+fn apply_limit<T>(v: &mut Vec<T>, limit: usize) -> bool {
+    if limit > 0 && v.len() > limit {
+        v.truncate(limit);
+        true
+    } else {
+        false
+    }
+}
+
+fn strings_reply(values: Vec<String>, truncated: bool) -> Reply {
+    let mut b = JsonBuf::with_capacity(64 + values.len() * 16);
+    b.raw(r#"{"status":"success","data":"#)
+        .strings(values.iter().map(String::as_str));
+    if truncated {
+        b.raw(r#","warnings":["results truncated due to limit"]"#);
+    }
+    b.raw("}");
+    Reply::json(StatusCode::OK, b.finish())
+}
+
+/// Merges sorted, deduplicated lists from several shards.
+fn merge_sorted<T: Ord>(parts: Vec<Vec<T>>) -> Vec<T> {
+    let mut all: Vec<T> = parts.into_iter().flatten().collect();
+    all.sort_unstable();
+    all.dedup();
+    all
+}
+
+/// `GET|POST /api/v1/labels`.
+pub async fn labels(state: &ServerState, p: &Params) -> Reply {
+    let (sets, (mint, maxt), limit) = match (matcher_sets(p), meta_range(p), limit_param(p)) {
+        (Ok(s), Ok(r), Ok(l)) => (s, r, l),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return e,
+    };
+    let sets: Arc<[Vec<Matcher>]> = sets.into();
+    let parts = gather(&state.mailboxes, |reply| ShardRequest::LabelNames {
+        sets: sets.clone(),
+        mint,
+        maxt,
+        reply,
+    })
+    .await;
+    let mut names = merge_sorted(parts);
+    let truncated = apply_limit(&mut names, limit);
+    strings_reply(names, truncated)
+}
+
+/// `GET /api/v1/label/<name>/values`.
+pub async fn label_values(state: &ServerState, name: &str, p: &Params) -> Reply {
+    if name.is_empty() {
+        return bad(format!("invalid label name: {name:?}"));
+    }
+    let (sets, (mint, maxt), limit) = match (matcher_sets(p), meta_range(p), limit_param(p)) {
+        (Ok(s), Ok(r), Ok(l)) => (s, r, l),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return e,
+    };
+    let sets: Arc<[Vec<Matcher>]> = sets.into();
+    let name: Arc<str> = name.into();
+    let parts = gather(&state.mailboxes, |reply| ShardRequest::LabelValues {
+        name: name.clone(),
+        sets: sets.clone(),
+        mint,
+        maxt,
+        reply,
+    })
+    .await;
+    let mut values = merge_sorted(parts);
+    let truncated = apply_limit(&mut values, limit);
+    strings_reply(values, truncated)
+}
+
+/// `GET|POST /api/v1/series`.
+pub async fn series(state: &ServerState, p: &Params) -> Reply {
+    let sets = match matcher_sets(p) {
+        Ok(s) => s,
+        Err(e) => return e,
+    };
+    if sets.is_empty() {
+        return bad("no match[] parameter provided");
+    }
+    let ((mint, maxt), limit) = match (meta_range(p), limit_param(p)) {
+        (Ok(r), Ok(l)) => (r, l),
+        (Err(e), _) | (_, Err(e)) => return e,
+    };
+    let sets: Arc<[Vec<Matcher>]> = sets.into();
+    let parts = gather(&state.mailboxes, |reply| ShardRequest::Series {
+        sets: sets.clone(),
+        mint,
+        maxt,
+        reply,
+    })
+    .await;
+    let mut all: Vec<Labels> = merge_sorted(parts);
+    let truncated = apply_limit(&mut all, limit);
+    let mut b = JsonBuf::with_capacity(64 + all.len() * 64);
+    b.raw(r#"{"status":"success","data":["#);
+    for (i, l) in all.iter().enumerate() {
+        if i > 0 {
+            b.raw(",");
+        }
+        b.labels(l);
+    }
+    b.raw("]");
+    if truncated {
+        b.raw(r#","warnings":["results truncated due to limit"]"#);
+    }
+    b.raw("}");
+    Reply::json(StatusCode::OK, b.finish())
+}

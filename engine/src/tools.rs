@@ -1,0 +1,129 @@
+//! The subcommands that are not the server (`kiln tsdb analyze`). Each writes its report to
+//! stdout/stderr and returns the process exit code.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use kiln_storage::{Head, HeadOptions, WalOptions};
+
+use crate::cli::{Command, TsdbCommand};
+
+/// Runs a subcommand; returns the exit code.
+pub fn run(cmd: Command) -> i32 {
+    match cmd {
+        Command::Tsdb(TsdbCommand::Analyze { dir, limit }) => match analyze(&dir, limit) {
+            Ok(report) => {
+                print!("{report}");
+                0
+            }
+            Err(e) => {
+                eprintln!("tsdb analyze: {e}");
+                1
+            }
+        },
+    }
+}
+
+/// `kiln tsdb analyze DIR`: replays every logical shard's WAL read-only
+/// into memory and reports on what is there.
+fn analyze(dir: &Path, limit: usize) -> Result<String, String> {
+    let mut shard_dirs: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("shard-"))
+                && p.join("wal").is_dir()
+        })
+        .collect();
+    shard_dirs.sort();
+    if shard_dirs.is_empty() {
+        return Err(format!("{}: no shard-*/wal directories", dir.display()));
+    }
+    let mut series = 0usize;
+    let mut samples = 0u64;
+    let mut chunk_bytes = 0usize;
+    let mut head_bytes = 0usize;
+    let mut cardinality: BTreeMap<String, usize> = BTreeMap::new();
+    let mut metric_series: BTreeMap<String, usize> = BTreeMap::new();
+    let (mut mint, mut maxt) = (i64::MAX, i64::MIN);
+    for d in &shard_dirs {
+        // Opening replays the WAL exactly as the server does at start
+        // (a torn tail is truncated), hence: a stopped server's directory.
+        let (head, _) = Head::open(
+            &d.join("wal"),
+            HeadOptions::default(),
+            WalOptions::default(),
+        )
+        .map_err(|e| format!("{}: {e}", d.display()))?;
+        let m = head.memory();
+        series += head.num_series();
+        samples += m.samples;
+        chunk_bytes += m.chunk_bytes;
+        head_bytes += m.bytes_total;
+        if let (Some(a), Some(b)) = (head.min_time(), head.max_time()) {
+            mint = mint.min(a);
+            maxt = maxt.max(b);
+        }
+        for name in head.label_names(&[], i64::MIN, i64::MAX) {
+            let values = head.label_values(&name, &[], i64::MIN, i64::MAX);
+            if name == kiln_storage::METRIC_NAME {
+                for v in &values {
+                    let m = [kiln_storage::Matcher::equal(
+                        kiln_storage::METRIC_NAME,
+                        v.as_str(),
+                    )];
+                    *metric_series.entry(v.clone()).or_default() +=
+                        head.series(&m, i64::MIN, i64::MAX).len();
+                }
+            }
+            *cardinality.entry(name).or_default() += values.len();
+        }
+    }
+    let mut r = String::new();
+    use std::fmt::Write as _;
+    let _ = writeln!(r, "Data directory: {}", dir.display());
+    let _ = writeln!(r, "Logical shards: {}", shard_dirs.len());
+    if mint <= maxt {
+        let _ = writeln!(
+            r,
+            "Time range: {mint} .. {maxt} ms ({} s)",
+            (maxt - mint) / 1000
+        );
+    }
+    let _ = writeln!(r, "Series: {series}");
+    let _ = writeln!(r, "Samples: {samples}");
+    if samples > 0 {
+        let _ = writeln!(
+            r,
+            "Chunk bytes per sample: {:.3}",
+            chunk_bytes as f64 / samples as f64
+        );
+    }
+    if series > 0 {
+        let _ = writeln!(
+            r,
+            "Head bytes per series (excluding chunks): {:.0}",
+            (head_bytes.saturating_sub(chunk_bytes)) as f64 / series as f64
+        );
+    }
+    let _ = writeln!(r, "\nHighest cardinality labels (distinct values):");
+    for (name, n) in top(&cardinality, limit) {
+        let _ = writeln!(r, "{n} {name}");
+    }
+    let _ = writeln!(r, "\nHighest cardinality metric names (series):");
+    for (name, n) in top(&metric_series, limit) {
+        let _ = writeln!(r, "{n} {name}");
+    }
+    Ok(r)
+}
+
+/// The `limit` largest entries, largest first, ties by name.
+fn top(m: &BTreeMap<String, usize>, limit: usize) -> Vec<(&String, &usize)> {
+    let mut v: Vec<_> = m.iter().collect();
+    v.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    v.truncate(limit);
+    v
+}
