@@ -2,20 +2,24 @@
 //! compressed Gorilla-style. The byte layout is specified in
 //! `docs/storage-format.md`; in short:
 //!
-//! * a 4-byte header: value encoding, decimal scale, sample count (u16 BE);
+//! * a 4-byte header: value encoding, decimal scale and shift, sample count
+//!   (u16 BE);
 //! * then one bit stream, per sample its timestamp then its value:
 //!   timestamps as the first value (zigzag varint), the first delta (varint),
 //!   then delta-of-deltas in prefix-coded buckets;
 //! * values either as Gorilla XOR of the f64 bits ([`ValueEncoding::Xor`]),
 //!   or — when every value of the chunk is `i / 10^scale` for an integer `i`
 //!   of at most 53 bits, bit-exactly — as delta-of-deltas of those integers
+//!   shifted right by the trailing zero bits they all share
 //!   ([`ValueEncoding::Decimal`]). Counters and gauges of exporters are
-//!   mostly such decimals, and their delta-of-deltas are small.
+//!   mostly such decimals (byte gauges often in whole pages or KiB), and
+//!   their delta-of-deltas are small.
 //!
 //! [`OpenChunk`] chooses the value encoding while appending: it starts with
-//! the smallest decimal scale that fits the first value, moves to a larger
-//! scale, or to XOR, when a value does not fit, and re-encodes the samples
-//! it holds when it does (at most once per scale, ≤ 120 samples).
+//! the smallest decimal scale (and largest shift) that fits the first
+//! value, moves to a larger scale or smaller shift, or to XOR, when a value
+//! does not fit, and re-encodes the samples it holds when it does (≤ 120
+//! samples, a bounded number of times per chunk).
 //!
 //! Invariants:
 //! * every f64 round-trips bit-exactly (NaN payloads, the staleness marker,
@@ -30,7 +34,7 @@ use crate::bitstream::{BitReader, BitWriter};
 /// A chunk is cut after this many samples.
 pub const MAX_CHUNK_SAMPLES: u16 = 120;
 
-/// Bytes before the bit stream: encoding, scale, count (u16 BE).
+/// Bytes before the bit stream: encoding, scale and shift, count (u16 BE).
 pub const CHUNK_HEADER_LEN: usize = 4;
 
 const ENC_XOR: u8 = 1;
@@ -42,6 +46,9 @@ const MAX_SCALE: u8 = 12;
 
 /// Decimal integers are limited to 53 bits of magnitude.
 const MAX_DECIMAL: i64 = 1 << 53;
+
+/// Largest shift: it shares the header byte with the scale (4 bits each).
+const MAX_SHIFT: u32 = 15;
 
 const POW10: [f64; MAX_SCALE as usize + 1] = [
     1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12,
@@ -59,10 +66,13 @@ const VALUE_WIDTHS: [u32; 5] = [6, 13, 20, 32, 64];
 pub enum ValueEncoding {
     /// Gorilla XOR of the f64 bits.
     Xor,
-    /// Delta-of-deltas of `v * 10^scale`, an integer for every value.
+    /// Delta-of-deltas of `(v * 10^scale) >> shift`, an integer for every
+    /// value.
     Decimal {
         /// The power of ten.
         scale: u8,
+        /// Trailing zero bits shared by every scaled integer.
+        shift: u8,
     },
 }
 
@@ -102,9 +112,17 @@ fn from_decimal(i: i64, scale: u8) -> f64 {
     i as f64 / POW10[scale as usize]
 }
 
-/// The smallest scale `>= from` at which every value is a decimal.
-fn decimal_scale(from: u8, values: impl Iterator<Item = f64> + Clone) -> Option<u8> {
-    (from..=MAX_SCALE).find(|&s| values.clone().all(|v| to_decimal(v, s).is_some()))
+/// The smallest scale `>= from` at which every value is a decimal, and the
+/// trailing zero bits all the scaled integers share (at most [`MAX_SHIFT`]).
+fn decimal_layout(from: u8, values: impl Iterator<Item = f64> + Clone) -> Option<(u8, u8)> {
+    let scale = (from..=MAX_SCALE).find(|&s| values.clone().all(|v| to_decimal(v, s).is_some()))?;
+    let shift = values
+        .filter_map(|v| to_decimal(v, scale))
+        .map(i64::trailing_zeros)
+        .min()
+        .unwrap_or(0)
+        .min(MAX_SHIFT);
+    Some((scale, shift as u8))
 }
 
 fn fits(v: i64, width: u32) -> bool {
@@ -166,6 +184,7 @@ enum ValueState {
     },
     Decimal {
         scale: u8,
+        shift: u8,
         last: i64,
         delta: i64,
     },
@@ -182,6 +201,8 @@ pub struct OpenChunk {
     t_delta: u64,
     v_last: u64,
     values: ValueState,
+    /// Whether the decimal encoding may be chosen (else plain Gorilla).
+    decimal: bool,
 }
 
 impl Default for OpenChunk {
@@ -204,6 +225,16 @@ impl OpenChunk {
                 leading: u8::MAX,
                 trailing: 0,
             },
+            decimal: true,
+        }
+    }
+
+    /// An empty chunk that always encodes values with XOR: plain Gorilla,
+    /// the baseline the decimal encoding is measured against.
+    pub fn xor_only() -> Self {
+        OpenChunk {
+            decimal: false,
+            ..OpenChunk::new()
         }
     }
 
@@ -246,7 +277,7 @@ impl OpenChunk {
     pub fn encoding(&self) -> ValueEncoding {
         match self.values {
             ValueState::Xor { .. } => ValueEncoding::Xor,
-            ValueState::Decimal { scale, .. } => ValueEncoding::Decimal { scale },
+            ValueState::Decimal { scale, shift, .. } => ValueEncoding::Decimal { scale, shift },
         }
     }
 
@@ -269,9 +300,14 @@ impl OpenChunk {
             "timestamps must increase"
         );
         if self.count == 0 {
-            let values = match decimal_scale(0, std::iter::once(v)) {
-                Some(scale) => ValueState::Decimal {
+            let layout = self
+                .decimal
+                .then(|| decimal_layout(0, std::iter::once(v)))
+                .flatten();
+            let values = match layout {
+                Some((scale, shift)) => ValueState::Decimal {
                     scale,
+                    shift,
                     last: 0,
                     delta: 0,
                 },
@@ -281,8 +317,8 @@ impl OpenChunk {
                 },
             };
             self.start(values);
-        } else if let ValueState::Decimal { scale, .. } = self.values
-            && to_decimal(v, scale).is_none()
+        } else if let ValueState::Decimal { scale, shift, .. } = self.values
+            && to_decimal(v, scale).is_none_or(|i| i.trailing_zeros() < u32::from(shift))
         {
             self.reencode(scale, t, v);
             return;
@@ -293,7 +329,7 @@ impl OpenChunk {
     fn start(&mut self, values: ValueState) {
         let (enc, scale) = match values {
             ValueState::Xor { .. } => (ENC_XOR, 0),
-            ValueState::Decimal { scale, .. } => (ENC_DECIMAL, scale),
+            ValueState::Decimal { scale, shift, .. } => (ENC_DECIMAL, scale | (shift << 4)),
         };
         let header = self.w.bytes_mut();
         header[0] = enc;
@@ -325,9 +361,15 @@ impl OpenChunk {
         self.t_last = t;
         let bits = v.to_bits();
         match &mut self.values {
-            ValueState::Decimal { scale, last, delta } => {
-                // `append` checked that `v` is a decimal at this scale.
-                let i = to_decimal(v, *scale).unwrap_or_default();
+            ValueState::Decimal {
+                scale,
+                shift,
+                last,
+                delta,
+            } => {
+                // `append` checked that `v` is a decimal at this scale whose
+                // low `shift` bits are zero.
+                let i = to_decimal(v, *scale).unwrap_or_default() >> *shift;
                 if self.count == 0 {
                     self.w.write_varint(i);
                 } else {
@@ -372,8 +414,9 @@ impl OpenChunk {
         self.w.bytes_mut()[2..4].copy_from_slice(&count);
     }
 
-    /// `v` does not fit decimal `scale`: re-encodes the chunk with the
-    /// smallest larger scale that fits every value, or with XOR.
+    /// `v` does not fit decimal `scale` and its shift: re-encodes the chunk
+    /// with the smallest scale (not below `scale`) and largest shift that
+    /// fit every value, or with XOR.
     fn reencode(&mut self, scale: u8, t: i64, v: f64) {
         let mut samples: Vec<(i64, f64)> = ChunkIter::new(self.w.bytes())
             .into_iter()
@@ -382,9 +425,10 @@ impl OpenChunk {
             .collect();
         debug_assert_eq!(samples.len(), usize::from(self.count));
         samples.push((t, v));
-        let values = match decimal_scale(scale + 1, samples.iter().map(|s| s.1)) {
-            Some(scale) => ValueState::Decimal {
+        let values = match decimal_layout(scale, samples.iter().map(|s| s.1)) {
+            Some((scale, shift)) => ValueState::Decimal {
                 scale,
+                shift,
                 last: 0,
                 delta: 0,
             },
@@ -408,6 +452,7 @@ pub struct ChunkIter<'a> {
     total: u16,
     read: u16,
     scale: u8,
+    shift: u8,
     decimal: bool,
     t: i64,
     t_delta: u64,
@@ -431,9 +476,9 @@ impl<'a> ChunkIter<'a> {
             ENC_DECIMAL => true,
             e => return Err(ChunkError::UnknownEncoding(e)),
         };
-        let scale = bytes[1];
-        if scale > MAX_SCALE || (!decimal && scale != 0) {
-            return Err(ChunkError::BadScale(scale));
+        let (scale, shift) = (bytes[1] & 0x0f, bytes[1] >> 4);
+        if scale > MAX_SCALE || (!decimal && bytes[1] != 0) {
+            return Err(ChunkError::BadScale(bytes[1]));
         }
         let total = u16::from_be_bytes([bytes[2], bytes[3]]);
         if bytes[0] == 0 && total != 0 {
@@ -444,6 +489,7 @@ impl<'a> ChunkIter<'a> {
             total,
             read: 0,
             scale,
+            shift,
             decimal,
             t: 0,
             t_delta: 0,
@@ -514,10 +560,10 @@ impl<'a> ChunkIter<'a> {
                 self.idelta = self.idelta.checked_add(dod)?;
                 self.ival = self.ival.checked_add(self.idelta)?;
             }
-            if self.ival.unsigned_abs() > MAX_DECIMAL as u64 {
+            if self.ival.unsigned_abs() > (MAX_DECIMAL as u64) >> self.shift {
                 return None;
             }
-            from_decimal(self.ival, self.scale)
+            from_decimal(self.ival << self.shift, self.scale)
         } else {
             if self.read == 0 {
                 self.v = r.read_bits(64)?;
@@ -596,25 +642,43 @@ mod tests {
     #[test]
     fn decimal_scale_grows_then_falls_back_to_xor() {
         let mut c = OpenChunk::new();
-        c.append(0, 3.0);
-        assert_eq!(c.encoding(), ValueEncoding::Decimal { scale: 0 });
+        c.append(0, 4096.0);
+        assert_eq!(
+            c.encoding(),
+            ValueEncoding::Decimal {
+                scale: 0,
+                shift: 12
+            }
+        );
+        c.append(5_000, 3.0);
+        assert_eq!(c.encoding(), ValueEncoding::Decimal { scale: 0, shift: 0 });
         c.append(15_000, 3.25);
-        assert_eq!(c.encoding(), ValueEncoding::Decimal { scale: 2 });
+        assert_eq!(c.encoding(), ValueEncoding::Decimal { scale: 2, shift: 0 });
         c.append(30_000, 1e-3);
-        assert_eq!(c.encoding(), ValueEncoding::Decimal { scale: 3 });
+        assert_eq!(c.encoding(), ValueEncoding::Decimal { scale: 3, shift: 0 });
         c.append(45_000, -0.0);
         assert_eq!(c.encoding(), ValueEncoding::Xor);
         c.append(60_000, 7.0);
         assert_eq!(
             decode(c.bytes()),
             bits(&[
-                (0, 3.0),
+                (0, 4096.0),
+                (5_000, 3.0),
                 (15_000, 3.25),
                 (30_000, 1e-3),
                 (45_000, -0.0),
                 (60_000, 7.0)
             ])
         );
+    }
+
+    #[test]
+    fn xor_only_never_uses_decimal() {
+        let mut c = OpenChunk::xor_only();
+        c.append(1, 1.0);
+        c.append(2, 2.0);
+        assert_eq!(c.encoding(), ValueEncoding::Xor);
+        assert_eq!(decode(c.bytes()), bits(&[(1, 1.0), (2, 2.0)]));
     }
 
     #[test]
@@ -652,6 +716,10 @@ mod tests {
             ChunkIter::new(&[2, 13, 0, 0]).err(),
             Some(ChunkError::BadScale(13))
         );
+        assert_eq!(
+            ChunkIter::new(&[1, 0x10, 0, 0]).err(),
+            Some(ChunkError::BadScale(0x10))
+        );
         // A count larger than the stream.
         let mut bytes = encode(&[(1, 1.5), (2, 2.5)]).bytes().to_vec();
         bytes[3] = 9;
@@ -665,6 +733,7 @@ mod tests {
             any::<u64>().prop_map(f64::from_bits),
             (-1000i64..1000).prop_map(|i| i as f64),
             (-100_000i64..100_000, 0u32..5).prop_map(|(i, s)| i as f64 / 10f64.powi(s as i32)),
+            (-1000i64..1000, 0u32..20).prop_map(|(i, s)| (i << s) as f64),
             Just(f64::from_bits(STALE_NAN_BITS)),
             Just(-0.0),
             Just(f64::INFINITY),

@@ -8,12 +8,13 @@ mod support;
 use kiln_storage::{ChunkIter, MAX_CHUNK_SAMPLES, OpenChunk};
 use support::node_exporter;
 
-/// Encodes every series in 120-sample chunks; returns (bytes, samples).
-fn encode_all(series: &[node_exporter::Series]) -> (usize, usize) {
+/// Encodes every series in 120-sample chunks made by `new`; returns
+/// (bytes, samples).
+fn encode_all(series: &[node_exporter::Series], new: fn() -> OpenChunk) -> (usize, usize) {
     let (mut bytes, mut samples) = (0, 0);
     for s in series {
         for part in s.samples.chunks(usize::from(MAX_CHUNK_SAMPLES)) {
-            let mut c = OpenChunk::new();
+            let mut c = new();
             for &(t, v) in part {
                 c.append(t, v);
             }
@@ -34,10 +35,44 @@ fn encode_all(series: &[node_exporter::Series]) -> (usize, usize) {
 fn node_exporter_data_fits_the_budget() {
     // Two hours of 15 s scrapes: 480 samples, four full chunks per series.
     let series = node_exporter::generate(480, 1_700_000_000_000, 42);
-    let (bytes, samples) = encode_all(&series);
+    let (bytes, samples) = encode_all(&series, OpenChunk::new);
+    let (xor_bytes, _) = encode_all(&series, OpenChunk::xor_only);
     let per_sample = bytes as f64 / samples as f64;
+    let xor_per_sample = xor_bytes as f64 / samples as f64;
     println!(
-        "node-exporter-like data: {bytes} bytes for {samples} samples = {per_sample:.3} bytes/sample"
+        "node-exporter-like data, {samples} samples: {per_sample:.3} bytes/sample, plain Gorilla {xor_per_sample:.3}"
     );
+    assert!(bytes < xor_bytes);
     assert!(per_sample <= 1.3, "{per_sample:.3} bytes/sample");
+}
+
+#[test]
+#[ignore]
+fn breakdown() {
+    let series = node_exporter::generate(480, 1_700_000_000_000, 42);
+    let mut rows = Vec::new();
+    for s in &series {
+        let (b, n) = encode_all(std::slice::from_ref(s), OpenChunk::new);
+        let mut c = OpenChunk::new();
+        for &(t, v) in &s.samples[..120] {
+            c.append(t, v);
+        }
+        rows.push((
+            b as f64 / n as f64,
+            format!("{} {:?} {:?}", s.labels, c.encoding(), &s.samples[..3]),
+        ));
+    }
+    rows.sort_by(|a, b| b.0.partial_cmp(&a.0).unwrap());
+    let total: f64 = rows.iter().map(|r| r.0).sum();
+    println!("avg {}", total / rows.len() as f64);
+    for r in rows.iter().take(40) {
+        println!("{:.2} {}", r.0, r.1);
+    }
+    let mut acc = 0.0;
+    for (i, r) in rows.iter().enumerate() {
+        acc += r.0;
+        if i % 50 == 49 {
+            println!("top {} share {:.3}", i + 1, acc / total);
+        }
+    }
 }

@@ -13,6 +13,8 @@
 //!   model (real gauges mostly move less often);
 //! * values are rounded to the decimal places the exporter printed; values
 //!   printed with float noise (`11.467414000000002`) keep full precision;
+//!   integers keep the power-of-two granularity the two captures share
+//!   (memory in pages or KiB, disk bytes in sectors), up to 64 KiB;
 //! * timestamps step by 15 s; one scrape in ten is off by 1–10 ms of jitter.
 //!
 //! A deterministic xorshift generator makes every run produce the same data.
@@ -148,7 +150,17 @@ pub fn generate(scrapes: usize, start_ms: i64, seed: u64) -> Vec<Series> {
             || family != name
             || types.get(family).is_some_and(|t| t == "counter");
         let printed = text.parse::<f64>().ok().and(decimals(v0)).max(decimals(v1));
+        // Integers keep the power-of-two granularity both captures share
+        // (pages, sectors, KiB), up to 64 KiB.
+        let granule = match printed {
+            Some(0) if v0.abs() < 9e15 && v1.abs() < 9e15 => {
+                let tz = ((v0 as i64) | (v1 as i64)).trailing_zeros().min(16);
+                (1i64 << tz) as f64
+            }
+            _ => 1.0,
+        };
         let round = |v: f64| match printed {
+            Some(0) => (v / granule).round() * granule,
             Some(d) => {
                 let p = 10f64.powi(d);
                 (v * p).round() / p

@@ -1,0 +1,219 @@
+//! Criterion benches of the storage kernel: chunk encode/decode, head
+//! append by ref, a 3-matcher select over 1 M series. Before measuring, it
+//! prints the size figures that are not timings: bytes per sample on
+//! node-exporter-like data and head memory per series.
+//!
+//! Run (figures in docs/benchmarks.md):
+//! `CARGO_TARGET_DIR=/work/target-storage cargo bench -p kiln-storage --bench storage -- --warm-up-time 1 --measurement-time 3`
+
+use std::hint::black_box;
+
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use kiln_storage::{
+    ChunkIter, Head, HeadOptions, HeadRef, Labels, MAX_CHUNK_SAMPLES, MatchOp, Matcher, OpenChunk,
+    Select, SelectHints,
+};
+
+#[path = "../tests/support/node_exporter.rs"]
+mod node_exporter;
+
+const START_MS: i64 = 1_700_000_000_000;
+
+/// Resident set size of this process, bytes.
+fn rss() -> usize {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: usize = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}
+
+/// `targets` copies of the node-exporter series, one `instance` each.
+fn fleet(targets: usize, scrapes: usize) -> Vec<node_exporter::Series> {
+    let mut out = Vec::new();
+    for k in 0..targets {
+        for s in node_exporter::generate(scrapes, START_MS, k as u64 + 1) {
+            let mut b = s.labels.builder();
+            b.set("instance", &format!("host-{k}:9100"));
+            b.set("job", "node");
+            out.push(node_exporter::Series {
+                labels: b.build().unwrap(),
+                samples: s.samples,
+            });
+        }
+    }
+    out
+}
+
+fn report_sizes() {
+    // Bytes per sample: two hours of scrapes, 120-sample chunks.
+    let series = node_exporter::generate(480, START_MS, 42);
+    let (mut bytes, mut samples) = (0usize, 0usize);
+    for s in &series {
+        for part in s.samples.chunks(usize::from(MAX_CHUNK_SAMPLES)) {
+            let mut c = OpenChunk::new();
+            for &(t, v) in part {
+                c.append(t, v);
+            }
+            bytes += c.bytes().len();
+            samples += part.len();
+        }
+    }
+    eprintln!(
+        "chunk size: {:.3} bytes/sample on node-exporter-like data ({samples} samples, {} series)",
+        bytes as f64 / samples as f64,
+        series.len()
+    );
+
+    // Head memory: 20 targets, one hour of scrapes.
+    let targets = fleet(20, 240);
+    let before = rss();
+    let mut head = Head::new(HeadOptions::default());
+    let mut refs: Vec<HeadRef> = Vec::new();
+    for k in 0..240 {
+        let mut app = head.appender();
+        if k == 0 {
+            for s in &targets {
+                let (t, v) = s.samples[0];
+                refs.push(app.append(&s.labels, t, v).unwrap());
+            }
+        } else {
+            for (s, &r) in targets.iter().zip(&refs) {
+                let (t, v) = s.samples[k];
+                app.append_ref(r, t, v).unwrap();
+            }
+        }
+        app.commit().unwrap();
+    }
+    let grown = rss().saturating_sub(before);
+    let m = head.memory();
+    eprintln!(
+        "head memory: {} series, {} samples: {} bytes accounted ({} in chunks) = {:.0} bytes/series besides chunks, {:.2} chunk bytes/sample; RSS grew {} bytes = {:.0} bytes/series",
+        m.series,
+        m.samples,
+        m.bytes_total,
+        m.chunk_bytes,
+        (m.bytes_total - m.chunk_bytes) as f64 / m.series as f64,
+        m.chunk_bytes as f64 / m.samples as f64,
+        grown,
+        grown as f64 / m.series as f64
+    );
+}
+
+fn chunks(c: &mut Criterion) {
+    report_sizes();
+    let series = node_exporter::generate(120, START_MS, 7);
+    let samples: usize = series.iter().map(|s| s.samples.len()).sum();
+    let encoded: Vec<Box<[u8]>> = series
+        .iter()
+        .map(|s| {
+            let mut c = OpenChunk::new();
+            for &(t, v) in &s.samples {
+                c.append(t, v);
+            }
+            c.finish()
+        })
+        .collect();
+    let mut g = c.benchmark_group("chunk");
+    g.throughput(Throughput::Elements(samples as u64));
+    g.bench_function("encode node-exporter", |b| {
+        b.iter(|| {
+            for s in &series {
+                let mut c = OpenChunk::new();
+                for &(t, v) in &s.samples {
+                    c.append(t, v);
+                }
+                black_box(c.bytes().len());
+            }
+        })
+    });
+    g.bench_function("decode node-exporter", |b| {
+        b.iter(|| {
+            let mut sum = 0.0;
+            for bytes in &encoded {
+                let mut it = ChunkIter::new(bytes).unwrap();
+                while let Some((_, v)) = it.next_sample().unwrap() {
+                    sum += v;
+                }
+            }
+            black_box(sum)
+        })
+    });
+    g.finish();
+}
+
+fn append(c: &mut Criterion) {
+    let targets = fleet(20, 1);
+    let mut head = Head::new(HeadOptions::default());
+    let mut app = head.appender();
+    let refs: Vec<HeadRef> = targets
+        .iter()
+        .map(|s| app.append(&s.labels, START_MS, s.samples[0].1).unwrap())
+        .collect();
+    app.commit().unwrap();
+    let values: Vec<f64> = targets.iter().map(|s| s.samples[0].1).collect();
+    let mut g = c.benchmark_group("head");
+    g.throughput(Throughput::Elements(refs.len() as u64));
+    let mut t = START_MS;
+    g.bench_function(
+        "append_ref + commit, one scrape of 20 node exporters",
+        |b| {
+            b.iter(|| {
+                t += 15_000;
+                let mut app = head.appender();
+                for (i, (&r, &v)) in refs.iter().zip(&values).enumerate() {
+                    // Counters grow a little each scrape; constants stay.
+                    let v = if i % 3 == 0 { v + (t % 97) as f64 } else { v };
+                    app.append_ref(r, t, v).unwrap();
+                }
+                app.commit().unwrap()
+            })
+        },
+    );
+    g.finish();
+}
+
+fn select(c: &mut Criterion) {
+    // 1 M series: 100 metrics × 10 jobs × 1000 instances.
+    let mut head = Head::new(HeadOptions::default());
+    for m in 0..100 {
+        let mut app = head.appender();
+        for j in 0..10 {
+            for i in 0..1000 {
+                let l = Labels::from_pairs([
+                    ("__name__", format!("metric_{m}")),
+                    ("job", format!("job_{j}")),
+                    ("instance", format!("host-{i}:9100")),
+                ])
+                .unwrap();
+                app.append(&l, START_MS, 1.0).unwrap();
+            }
+        }
+        app.commit().unwrap();
+    }
+    let matchers = [
+        Matcher::equal("__name__", "metric_42"),
+        Matcher::new(MatchOp::Regex, "job", "job_1|job_2|job_3").unwrap(),
+        Matcher::new(MatchOp::Regex, "instance", "host-1.*").unwrap(),
+    ];
+    let hints = SelectHints::range(START_MS - 1000, START_MS + 1000);
+    let n = head.select(&matchers, &hints).unwrap().len();
+    eprintln!(
+        "select: {} series in the head, {n} match {{__name__=\"metric_42\", job=~\"job_1|job_2|job_3\", instance=~\"host-1.*\"}}",
+        head.num_series()
+    );
+    let mut g = c.benchmark_group("select");
+    g.bench_function("3 matchers over 1M series", |b| {
+        b.iter_batched(
+            || (),
+            |()| head.select(&matchers, &hints).unwrap(),
+            BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+}
+
+criterion_group!(benches, chunks, append, select);
+criterion_main!(benches);

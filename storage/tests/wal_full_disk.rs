@@ -1,0 +1,145 @@
+//! A WAL that cannot write: a child process (this test binary re-executed)
+//! lowers its file-size limit (`RLIMIT_FSIZE`, with `SIGXFSZ` ignored) so
+//! WAL writes fail as on a full disk, and checks that commits then fail
+//! with a clear error and add nothing, that reads keep working, and that
+//! once the limit is lifted writes resume and every accepted sample is on
+//! disk. The limit is per process, so it runs in a child.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use kiln_storage::{Head, HeadOptions, Labels, Select, SelectHints, WalError, WalOptions};
+
+const CHILD_DIR_ENV: &str = "KILN_WAL_FULL_DISK_CHILD_DIR";
+
+fn labels() -> Labels {
+    Labels::from_pairs([("__name__", "disk"), ("k", "v")]).unwrap()
+}
+
+fn set_fsize_limit(bytes: u64) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain syscalls on a valid, owned struct.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_FSIZE, &mut lim), 0);
+        lim.rlim_cur = bytes.min(lim.rlim_max);
+        assert_eq!(libc::setrlimit(libc::RLIMIT_FSIZE, &lim), 0);
+    }
+}
+
+fn samples(head: &Head) -> Vec<i64> {
+    head.select(&[], &SelectHints::range(i64::MIN, i64::MAX))
+        .unwrap()
+        .timestamps()
+        .values()
+        .to_vec()
+}
+
+fn run_child(force_pwrite: bool) {
+    let dir = std::env::var(CHILD_DIR_ENV).expect("run by wal_write_failure_*");
+    // SAFETY: ignoring SIGXFSZ makes over-limit writes fail with EFBIG
+    // instead of killing the process.
+    unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
+    let wal = WalOptions {
+        flush_interval: Duration::from_millis(5),
+        force_pwrite,
+        ..WalOptions::default()
+    };
+    let (mut head, _) = Head::open(dir.as_ref(), HeadOptions::default(), wal.clone()).unwrap();
+    let mut accepted = Vec::new();
+    let mut t = 0;
+    let commit = |head: &mut Head, t: i64| {
+        let mut app = head.appender();
+        app.append(&labels(), t, t as f64).unwrap();
+        app.commit()
+    };
+    for _ in 0..10 {
+        commit(&mut head, t).unwrap();
+        accepted.push(t);
+        t += 1;
+    }
+    head.sync_wal().unwrap();
+
+    set_fsize_limit(4096);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let failure = loop {
+        assert!(Instant::now() < deadline, "writes never failed");
+        match commit(&mut head, t) {
+            Ok(_) => accepted.push(t),
+            Err(e) => break e,
+        }
+        t += 1;
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    assert!(matches!(failure, WalError::WriteFailed { .. }), "{failure}");
+    assert!(head.counters().wal_write_errors >= 1);
+    // Refused commits add nothing; reads still work.
+    assert_eq!(samples(&head), accepted);
+    t += 1;
+
+    set_fsize_limit(u64::MAX);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        assert!(Instant::now() < deadline, "writes never resumed");
+        if commit(&mut head, t).is_ok() {
+            accepted.push(t);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    t += 1;
+    commit(&mut head, t).unwrap();
+    accepted.push(t);
+    head.sync_wal().unwrap();
+    drop(head);
+
+    let (head, stats) = Head::open(dir.as_ref(), HeadOptions::default(), wal).unwrap();
+    assert_eq!(stats.corrupt_records, 0);
+    assert_eq!(samples(&head), accepted);
+    println!("write-failure-ok {}", accepted.len());
+}
+
+#[test]
+#[ignore = "child process of wal_write_failure_*, which run it"]
+fn full_disk_child_pwrite() {
+    run_child(true);
+}
+
+#[test]
+#[ignore = "child process of wal_write_failure_*, which run it"]
+fn full_disk_child_io_uring() {
+    run_child(false);
+}
+
+fn run_parent(child: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--ignored",
+            "--exact",
+            child,
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_DIR_ENV, dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("write-failure-ok"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn wal_write_failure_pwrite() {
+    run_parent("full_disk_child_pwrite");
+}
+
+#[test]
+fn wal_write_failure_io_uring() {
+    run_parent("full_disk_child_io_uring");
+}
