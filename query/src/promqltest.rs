@@ -7,9 +7,13 @@
 //! implement: native histograms (a `{{…}}` literal in its expected output,
 //! or a selector that matches a series loaded as a histogram), start
 //! timestamps (a selector that matches a series given `@st` lines), or
-//! experimental syntax the parser refuses. Prometheus's extra per-eval
-//! re-runs (the `@` step-invariance rewrite and the range-mode cross-check)
-//! are not performed.
+//! experimental syntax the parser refuses.
+//!
+//! Like Prometheus's runner, a passing instant eval is re-checked twice:
+//! as a range query from `t-1m` to `t+1m` (its middle step must give the
+//! expected result), and with `@ t` added to every selector and subquery
+//! and evaluated at other times (the result must not change). Both are
+//! skipped where Prometheus skips them.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -525,7 +529,7 @@ impl Eval {
                 engine.range_query(&st.store, &self.expr, start, end, step, &limits)
             }
         };
-        match (&self.exp.fail, res) {
+        let status = match (&self.exp.fail, res) {
             (Some(m), Err(e)) => match m {
                 None => Status::Passed,
                 Some((false, msg)) if e.to_string() == *msg => Status::Passed,
@@ -545,7 +549,135 @@ impl Eval {
                 Ok(()) => Status::Passed,
                 Err(why) => Status::Failed(why),
             },
+        };
+        match (status, &self.mode) {
+            (Status::Passed, Mode::Instant(t)) => match self
+                .range_cross_check(engine, st, &parsed, *t)
+                .and_then(|_| self.at_invariance_check(engine, st, &parsed, *t))
+            {
+                Ok(()) => Status::Passed,
+                Err(why) => Status::Failed(why),
+            },
+            (s, _) => s,
         }
+    }
+
+    /// Runs the instant eval as a range query around `t` and checks the
+    /// middle step.
+    fn range_cross_check(
+        &self,
+        engine: &Engine,
+        st: &ScriptState,
+        expr: &Expr,
+        t: i64,
+    ) -> Result<(), String> {
+        if self.exp.ordered || self.exp.string.is_some() || self.exp.range_vector.is_some() {
+            return Ok(());
+        }
+        if calls_any(expr, &["start", "end", "range", "step"])
+            || !matches!(
+                expr.value_type(),
+                crate::ast::ValueType::Scalar | crate::ast::ValueType::InstantVector
+            )
+        {
+            return Ok(());
+        }
+        let res = engine.range_query(
+            &st.store,
+            &self.expr,
+            t - 60_000,
+            t + 60_000,
+            60_000,
+            &QueryLimits::default(),
+        );
+        let r = match (res, self.exp.fail.is_some()) {
+            (Err(_), true) => return Ok(()),
+            (Ok(_), true) => return Err("range-mode cross-check: expected an error".into()),
+            (Err(e), false) => return Err(format!("range-mode cross-check: error {e}")),
+            (Ok(r), false) => r,
+        };
+        let QueryValue::Matrix(m) = r.value else {
+            return Err("range-mode cross-check: not a matrix".into());
+        };
+        let got: Vec<(Labels, f64)> = m
+            .iter()
+            .filter_map(|s| {
+                s.samples
+                    .iter()
+                    .find(|p| p.0 == t)
+                    .map(|p| (s.labels.clone(), p.1))
+            })
+            .collect();
+        let res = if let Some(w) = self.exp.scalar {
+            match got.as_slice() {
+                [(_, v)] if almost_equal(*v, w) => Ok(()),
+                other => Err(format!("got {other:?}, want scalar {w}")),
+            }
+        } else {
+            compare_instant(&got, &self.exp.series, false)
+        };
+        res.map_err(|e| format!("range-mode cross-check: {e}"))
+    }
+
+    /// Pins every selector and subquery with `@ t` and evaluates at other
+    /// times: the result must stay the expected one.
+    fn at_invariance_check(
+        &self,
+        engine: &Engine,
+        st: &ScriptState,
+        expr: &Expr,
+        t: i64,
+    ) -> Result<(), String> {
+        const TIME_DEPENDENT: &[&str] = &[
+            "days_in_month",
+            "day_of_month",
+            "day_of_week",
+            "day_of_year",
+            "end",
+            "hour",
+            "minute",
+            "month",
+            "year",
+            "predict_linear",
+            "range",
+            "start",
+            "step",
+            "time",
+            "timestamp",
+        ];
+        if self.exp.fail.is_some()
+            || self.exp.string.is_some()
+            || self.exp.range_vector.is_some()
+            || calls_any(expr, TIME_DEPENDENT)
+        {
+            return Ok(());
+        }
+        let mut pinned = expr.clone();
+        pin_at(&mut pinned, t);
+        let times = if t == 0 {
+            vec![-1000, 0, 1000]
+        } else {
+            vec![-10 * t, 0, t / 5, t, 10 * t]
+        };
+        for at in times {
+            let r = engine
+                .instant_query_parsed(&st.store, &self.expr, &pinned, at, &QueryLimits::default())
+                .map_err(|e| format!("@ step-invariance at {at}ms: error {e}"))?;
+            let res = match &r.value {
+                QueryValue::Scalar { v, .. } => match self.exp.scalar {
+                    Some(w) if almost_equal(*v, w) => Ok(()),
+                    w => Err(format!("got scalar {v}, want {w:?}")),
+                },
+                QueryValue::Vector(vec) => {
+                    let got: Vec<(Labels, f64)> =
+                        vec.iter().map(|s| (s.labels.clone(), s.v)).collect();
+                    compare_instant(&got, &self.exp.series, self.exp.ordered)
+                }
+                _ => Ok(()),
+            };
+            res.map_err(|e| format!("@ step-invariance at {at}ms: {e}"))?;
+        }
+        Ok(())
     }
 
     fn check_annotations(&self, r: &QueryResult) -> Result<(), String> {
@@ -609,6 +741,63 @@ impl Eval {
             }
             (_, v) => Err(format!("unexpected result type {v:?}")),
         }
+    }
+}
+
+/// Whether `expr` calls one of `names`, or (when `names` has `step` or
+/// `range`) has a duration expression using the query's step or range.
+fn calls_any(expr: &Expr, names: &[&str]) -> bool {
+    use crate::ast::Duration;
+    let query_params = names.iter().any(|n| *n == "step" || *n == "range");
+    let is_expr = |d: &Duration| matches!(d, Duration::Expr(_));
+    let mut hit = false;
+    expr.walk(&mut |e| match &e.kind {
+        ExprKind::Call { func, .. } if names.contains(func) => hit = true,
+        ExprKind::Vector(sel) if query_params && is_expr(&sel.offset) => hit = true,
+        ExprKind::Matrix { sel, range }
+            if query_params && (is_expr(&sel.offset) || is_expr(range)) =>
+        {
+            hit = true
+        }
+        ExprKind::Subquery {
+            range,
+            step,
+            offset,
+            ..
+        } if query_params
+            && (is_expr(range) || is_expr(offset) || step.as_ref().is_some_and(is_expr)) =>
+        {
+            hit = true
+        }
+        _ => {}
+    });
+    hit
+}
+
+/// Adds `@ t` to every selector and subquery that has none, leaving alone
+/// what is inside a subquery (its steps depend on the subquery's `@`).
+fn pin_at(e: &mut Expr, t: i64) {
+    use crate::ast::AtModifier;
+    match &mut e.kind {
+        ExprKind::Vector(sel) | ExprKind::Matrix { sel, .. } => {
+            sel.at.get_or_insert(AtModifier::Timestamp(t));
+        }
+        ExprKind::Subquery { at, .. } => {
+            at.get_or_insert(AtModifier::Timestamp(t));
+        }
+        ExprKind::Call { args, .. } => args.iter_mut().for_each(|a| pin_at(a, t)),
+        ExprKind::Aggregate { expr, param, .. } => {
+            pin_at(expr, t);
+            if let Some(p) = param {
+                pin_at(p, t);
+            }
+        }
+        ExprKind::Binary { lhs, rhs, .. } => {
+            pin_at(lhs, t);
+            pin_at(rhs, t);
+        }
+        ExprKind::Neg(x) | ExprKind::Paren(x) => pin_at(x, t),
+        ExprKind::Number(_) | ExprKind::String(_) => {}
     }
 }
 
