@@ -348,7 +348,7 @@ impl Parser<'_> {
                 TokKind::Word => match self.peek_word().as_deref() {
                     Some("offset") => e = self.parse_offset(e)?,
                     Some(w @ ("anchored" | "smoothed"))
-                        if matches!(e.kind, ExprKind::Matrix { .. }) =>
+                        if matches!(e.kind, ExprKind::Matrix { .. } | ExprKind::Vector(_)) =>
                     {
                         return Err((
                             self.peek().pos,
@@ -527,11 +527,16 @@ impl Parser<'_> {
         Ok(e)
     }
 
-    /// A range, subquery step (`positive`) or offset: a duration literal,
-    /// a number of seconds, or a duration expression.
+    /// A range or subquery step (`positive`: a full duration expression)
+    /// or an offset (one signed term; `foo offset 5s - 8` subtracts 8 from
+    /// the shifted selector, as in Prometheus).
     fn parse_duration_value(&mut self, positive: bool) -> PResult<Duration> {
         let start = self.peek().pos;
-        let e = self.parse_dur_expr(0, !positive)?;
+        let e = if positive {
+            self.parse_dur_expr(0)?
+        } else {
+            self.parse_dur_unary()?
+        };
         let pos = start.to(self.toks[self.i.saturating_sub(1)].pos);
         check_zero_divisors(&e).map_err(|m| (pos, m))?;
         if uses_query_params(&e) {
@@ -542,15 +547,21 @@ impl Parser<'_> {
             return Err((pos, "duration out of range".into()));
         }
         let ms = (secs * 1000.0).round() as i64;
-        if positive && ms <= 0 {
+        // Only a literal range is checked here; Prometheus does not check
+        // the value of a range written as an expression.
+        let literal = match &e {
+            DurationExpr::Num(_) => true,
+            DurationExpr::Neg(inner) => matches!(**inner, DurationExpr::Num(_)),
+            _ => false,
+        };
+        if positive && literal && ms <= 0 {
             return Err((pos, "duration must be greater than 0".into()));
         }
         Ok(Duration::Const(ms))
     }
 
-    fn dur_binop(&self, in_offset: bool) -> Option<(char, u8)> {
-        let t = self.peek();
-        let (op, prec) = match t.kind {
+    fn dur_binop(&self) -> Option<(char, u8)> {
+        Some(match self.peek().kind {
             TokKind::Add => ('+', 1),
             TokKind::Sub => ('-', 1),
             TokKind::Mul => ('*', 2),
@@ -558,46 +569,36 @@ impl Parser<'_> {
             TokKind::Mod => ('%', 2),
             TokKind::Pow => ('^', 3),
             _ => return None,
-        };
-        if in_offset {
-            // After `offset`, an operator continues the duration only when
-            // a duration operand follows; otherwise it is the query's own
-            // binary operator (`foo offset 5m + bar`).
-            let n = self.peek_n(1);
-            let operand = match &n.kind {
-                TokKind::Number(_) | TokKind::Duration(_) | TokKind::LParen => true,
-                TokKind::Word => {
-                    matches!(
-                        self.text(n).to_ascii_lowercase().as_str(),
-                        "step" | "range" | "min_of" | "max_of"
-                    ) && self.peek_n(2).kind == TokKind::LParen
-                }
-                _ => false,
-            };
-            if !operand {
-                return None;
-            }
-        }
-        Some((op, prec))
+        })
     }
 
-    fn parse_dur_expr(&mut self, min_prec: u8, in_offset: bool) -> PResult<DurationExpr> {
-        let mut lhs = self.parse_dur_unary()?;
-        while let Some((op, prec)) = self.dur_binop(in_offset) {
+    fn parse_dur_expr(&mut self, min_prec: u8) -> PResult<DurationExpr> {
+        let mut lhs = match self.peek().kind {
+            // A sign binds looser than `^`: `-2^2` is `-(2^2)`.
+            TokKind::Sub => {
+                self.next();
+                DurationExpr::Neg(Box::new(self.parse_dur_expr(3)?))
+            }
+            TokKind::Add => {
+                self.next();
+                self.parse_dur_expr(3)?
+            }
+            _ => self.parse_dur_primary()?,
+        };
+        while let Some((op, prec)) = self.dur_binop() {
             if prec < min_prec {
                 break;
             }
             self.next();
-            let rhs = self.parse_dur_expr(if op == '^' { prec } else { prec + 1 }, in_offset)?;
+            let rhs = self.parse_dur_expr(if op == '^' { prec } else { prec + 1 })?;
             lhs = DurationExpr::Bin(op, Box::new(lhs), Box::new(rhs));
         }
         Ok(lhs)
     }
 
+    /// One signed term (after `offset`).
     fn parse_dur_unary(&mut self) -> PResult<DurationExpr> {
         match self.peek().kind {
-            // In duration expressions a sign binds to its operand only:
-            // `-2^2` is `(-2)^2`, as Prometheus's grammar has it.
             TokKind::Sub => {
                 self.next();
                 Ok(DurationExpr::Neg(Box::new(self.parse_dur_unary()?)))
@@ -624,7 +625,7 @@ impl Parser<'_> {
             }
             TokKind::LParen => {
                 self.next();
-                let e = self.parse_dur_expr(0, false)?;
+                let e = self.parse_dur_expr(0)?;
                 if self.peek().kind != TokKind::RParen {
                     return self.unexpected("duration expression", "\")\"");
                 }
@@ -643,12 +644,12 @@ impl Parser<'_> {
                     "step" => DurationExpr::Step,
                     "range" => DurationExpr::Range,
                     "min_of" | "max_of" => {
-                        let a = self.parse_dur_expr(0, false)?;
+                        let a = self.parse_dur_expr(0)?;
                         if self.peek().kind != TokKind::Comma {
                             return self.unexpected("duration expression", "\",\"");
                         }
                         self.next();
-                        let b = self.parse_dur_expr(0, false)?;
+                        let b = self.parse_dur_expr(0)?;
                         DurationExpr::MinMax(w == "max_of", Box::new(a), Box::new(b))
                     }
                     _ => return self.unexpected("duration expression", expected),

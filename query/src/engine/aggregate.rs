@@ -26,11 +26,40 @@ pub(crate) fn kahan_add(x: f64, sum: f64, c: f64) -> (f64, f64) {
     (t, c)
 }
 
+/// The mean as Prometheus computes it: a Kahan-compensated sum divided by
+/// the count, switching to an incremental mean once the sum would overflow.
+pub(crate) fn mean(vals: &[f64]) -> f64 {
+    let (mut sum, mut c, mut mean, mut count) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
+    let mut incremental = false;
+    for &v in vals {
+        count += 1.0;
+        if !incremental {
+            let (ns, nc) = kahan_add(v, sum, c);
+            if count == 1.0 || !ns.is_infinite() {
+                (sum, c) = (ns, nc);
+                continue;
+            }
+            incremental = true;
+            mean = sum / (count - 1.0);
+            c /= count - 1.0;
+        }
+        let q = (count - 1.0) / count;
+        (mean, c) = kahan_add(v / count, q * mean, q * c);
+    }
+    if incremental {
+        mean + c
+    } else {
+        (sum + c) / count
+    }
+}
+
 /// The group labels of a series.
 fn group_labels(l: &Labels, grouping: &[String], without: bool) -> Labels {
     let mut b: LabelsBuilder = l.builder();
     if without {
-        b.del("__name__");
+        for n in super::eval::NAME_LABELS {
+            b.del(n);
+        }
         for g in grouping {
             b.del(g);
         }
@@ -130,8 +159,11 @@ pub(crate) fn eval(
         }
         _ => {
             let mut b = StepMatrixBuilder::new(grid.n);
-            for g in &groups {
-                b.push_row(g.clone(), false);
+            for (g, mem) in groups.iter().zip(&members) {
+                // A kept `__name__` is still dropped at the end if any
+                // member's name was to be dropped (delayed name removal).
+                let drop = g.contains("__name__") && mem.iter().any(|&s| m.drop_name[s]);
+                b.push_row(g.clone(), drop);
             }
             let mut buf: Vec<f64> = Vec::new();
             for k in 0..grid.n {
@@ -181,26 +213,7 @@ fn reduce(op: AggOp, vals: &mut [f64], phi: f64) -> f64 {
             }
             s + c
         }
-        AggOp::Avg => {
-            let (mut s, mut c) = (0.0, 0.0);
-            let mut overflow = false;
-            for &v in vals.iter() {
-                (s, c) = kahan_add(v, s, c);
-                if s.is_infinite() && !v.is_infinite() {
-                    overflow = true;
-                }
-            }
-            if overflow {
-                // Fall back to an incremental mean that cannot overflow.
-                let mut mean = 0.0;
-                for (i, &v) in vals.iter().enumerate() {
-                    mean += (v - mean) / (i as f64 + 1.0);
-                }
-                mean
-            } else {
-                (s + c) / n
-            }
-        }
+        AggOp::Avg => mean(vals),
         AggOp::Count => n,
         AggOp::Group => 1.0,
         AggOp::Min => vals.iter().fold(

@@ -39,7 +39,6 @@ pub(crate) fn apply(op: BinOp, l: f64, r: f64) -> (f64, bool) {
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn eval(
     ctx: &Ctx,
-    _expr: &Expr,
     op: BinOp,
     lhs: &Expr,
     rhs: &Expr,
@@ -223,14 +222,20 @@ fn vector_vector(
                         return Err(QueryError::Execution(format!(
                             "found duplicate series for the match group {} on the {side} hand-side of the operation: [{}, {}];many-to-many matching not allowed: matching labels must be unique on one side",
                             match_labels(&one.labels[c], m),
-                            one.labels[c],
                             one.labels[prev],
+                            one.labels[c],
                         )));
                     }
                     found = Some(c);
                 }
             }
             let Some(c) = found else { continue };
+            // Prometheus checks the matching before the comparison filters.
+            if m.card == Card::OneToOne && matched.insert(sig.as_slice(), i).is_some() {
+                return Err(QueryError::Execution(
+                    "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)".into(),
+                ));
+            }
             let ov = one.get(c, k).unwrap_or(f64::NAN);
             let (lv, rv) = if swap { (ov, mv) } else { (mv, ov) };
             let (v, keep) = apply(op, lv, rv);
@@ -245,11 +250,6 @@ fn vector_vector(
             } else {
                 v
             };
-            if m.card == Card::OneToOne && matched.insert(sig.as_slice(), i).is_some() {
-                return Err(QueryError::Execution(
-                    "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)".into(),
-                ));
-            }
             let row = match pair_rows.get(&(i, c)) {
                 Some(r) => *r,
                 None => {

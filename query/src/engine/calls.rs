@@ -117,12 +117,18 @@ pub(crate) fn eval_call(
         )));
     }
     if super::window::is_range_fn(func) {
-        return super::window::eval(ctx, call, func, args, grid);
+        return super::window::eval(ctx, func, args, grid);
     }
     let scalar_steps =
         |f: &dyn Fn(i64) -> f64| Value::Scalar((0..grid.n).map(|k| f(grid.t(k))).collect());
     Ok(match func {
         "time" => scalar_steps(&|t| t as f64 / 1000.0),
+        "min_of" | "max_of" => {
+            let a = eval_scalar(ctx, &args[0], grid)?;
+            let b = eval_scalar(ctx, &args[1], grid)?;
+            let f = if func == "min_of" { go_min } else { go_max };
+            Value::Scalar(a.iter().zip(&b).map(|(x, y)| f(*x, *y)).collect())
+        }
         "pi" => Value::Scalar(vec![std::f64::consts::PI; grid.n]),
         "start" => Value::Scalar(vec![ctx.start as f64 / 1000.0; grid.n]),
         "end" => Value::Scalar(vec![ctx.end as f64 / 1000.0; grid.n]),
@@ -289,7 +295,7 @@ pub(crate) fn eval_call(
             Value::Vector(b.finish())
         }
         "histogram_quantile" | "histogram_fraction" => {
-            return super::histogram::eval(ctx, call, func, args, grid);
+            return super::histogram::eval(ctx, func, args, grid);
         }
         "histogram_count" | "histogram_sum" | "histogram_avg" | "histogram_stddev"
         | "histogram_stdvar" => {

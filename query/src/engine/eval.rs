@@ -238,10 +238,16 @@ pub(crate) fn run(
 
 const DUP_LABELSET: &str = "vector cannot contain metrics with the same labelset";
 
+/// Labels that go with the metric name: `__type__` and `__unit__` are
+/// dropped wherever `__name__` is.
+pub(crate) const NAME_LABELS: [&str; 3] = ["__name__", "__type__", "__unit__"];
+
 fn final_labels(l: &Labels, drop: bool) -> Labels {
-    if drop && l.contains("__name__") {
+    if drop && NAME_LABELS.iter().any(|n| l.contains(n)) {
         let mut b = l.builder();
-        b.del("__name__");
+        for n in NAME_LABELS {
+            b.del(n);
+        }
         b.build().unwrap_or_default()
     } else {
         l.clone()
@@ -371,16 +377,7 @@ pub(crate) fn eval(ctx: &Ctx, expr: &Expr, grid: Grid) -> Result<Value, QueryErr
             rhs,
             return_bool,
             matching,
-        } => super::binary::eval(
-            ctx,
-            expr,
-            *op,
-            lhs,
-            rhs,
-            *return_bool,
-            matching.as_ref(),
-            grid,
-        ),
+        } => super::binary::eval(ctx, *op, lhs, rhs, *return_bool, matching.as_ref(), grid),
     }
 }
 

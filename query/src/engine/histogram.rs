@@ -13,13 +13,7 @@ use crate::ast::Expr;
 /// Monotonicity fixes are only reported when they exceed this tolerance.
 const SMALL_DELTA_TOLERANCE: f64 = 1e-12;
 
-pub(crate) fn eval(
-    ctx: &Ctx,
-    call: &Expr,
-    func: &str,
-    args: &[Expr],
-    grid: Grid,
-) -> Result<Value, QueryError> {
+pub(crate) fn eval(ctx: &Ctx, func: &str, args: &[Expr], grid: Grid) -> Result<Value, QueryError> {
     let fraction = func == "histogram_fraction";
     let (p1, p2, varg) = if fraction {
         (
@@ -50,7 +44,6 @@ pub(crate) fn eval(
         };
         let mut b = l.builder();
         b.del("le");
-        b.del("__name__");
         let g = b.build().unwrap_or_default();
         let idx = *groups.entry(g.clone()).or_insert_with(|| {
             labels.push(g);
@@ -59,9 +52,19 @@ pub(crate) fn eval(
         });
         members[idx].push((le, s));
     }
+    if !fraction && let Some(bad) = p1.iter().find(|q| q.is_nan() || !(0.0..=1.0).contains(*q)) {
+        ctx.warn(
+            &format!(
+                "quantile value should be between 0 and 1, got {}",
+                super::aggregate::format_value(*bad)
+            ),
+            args[0].pos,
+        );
+    }
     let mut b = StepMatrixBuilder::new(grid.n);
     for l in &labels {
-        b.push_row(l.clone(), false);
+        // Grouped with the name, which is dropped from the result.
+        b.push_row(l.clone(), true);
     }
     let mut buckets: Vec<(f64, f64)> = Vec::new();
     for (g, mem) in members.iter().enumerate() {
@@ -77,15 +80,6 @@ pub(crate) fn eval(
             let v = if fraction {
                 bucket_fraction(p1[k], p2[k], &mut buckets)
             } else {
-                if p1[k].is_nan() || !(0.0..=1.0).contains(&p1[k]) {
-                    ctx.warn(
-                        &format!(
-                            "quantile value should be between 0 and 1, got {}",
-                            super::aggregate::format_value(p1[k])
-                        ),
-                        args[0].pos,
-                    );
-                }
                 let (v, fixed) = bucket_quantile(p1[k], &mut buckets);
                 if fixed {
                     ctx.info(
@@ -93,7 +87,7 @@ pub(crate) fn eval(
                             "input to histogram_quantile needed to be fixed for monotonicity (see https://prometheus.io/docs/prometheus/latest/querying/functions/#histogram_quantile) for metric name {:?}",
                             m.labels[mem[0].1].metric_name().unwrap_or("")
                         ),
-                        call.pos,
+                        varg.pos,
                     );
                 }
                 v
@@ -190,11 +184,13 @@ fn bucket_quantile(q: f64, buckets: &mut Vec<(f64, f64)>) -> (f64, bool) {
     )
 }
 
-/// The fraction of observations between `lower` and `upper`, interpolating
-/// linearly within buckets.
+/// The fraction of observations between `lower` and `upper`. A bucket of
+/// finite width contributes the share of it that overlaps the interval
+/// (linear interpolation); a bucket of infinite width contributes wholly
+/// when the interval reaches its infinite end, and not at all otherwise.
 fn bucket_fraction(lower: f64, upper: f64, buckets: &mut Vec<(f64, f64)>) -> f64 {
     sort_and_merge(buckets);
-    if buckets.last().is_none_or(|b| b.0 != f64::INFINITY) || buckets.len() < 2 {
+    if buckets.last().is_none_or(|b| b.0 != f64::INFINITY) {
         return f64::NAN;
     }
     ensure_monotonic(buckets);
@@ -205,28 +201,31 @@ fn bucket_fraction(lower: f64, upper: f64, buckets: &mut Vec<(f64, f64)>) -> f64
     if lower >= upper {
         return 0.0;
     }
-    // Cumulative count at value x, interpolated.
-    let cum = |x: f64| -> f64 {
-        let mut prev_le = if buckets[0].0 > 0.0 {
-            0.0
-        } else {
-            f64::NEG_INFINITY
-        };
-        let mut prev_c = 0.0;
-        for &(le, c) in buckets.iter() {
-            if x < le {
-                if le == f64::INFINITY {
-                    return prev_c;
-                }
-                if prev_le == f64::NEG_INFINITY || x <= prev_le {
-                    return prev_c;
-                }
-                return prev_c + (c - prev_c) * (x - prev_le) / (le - prev_le);
-            }
-            prev_le = le;
-            prev_c = c;
-        }
-        prev_c
+    let mut lo = if buckets[0].0 > 0.0 {
+        0.0
+    } else {
+        f64::NEG_INFINITY
     };
-    (cum(upper) - cum(lower)) / total
+    let mut prev_count = 0.0;
+    let mut inside = 0.0;
+    for &(hi, cum) in buckets.iter() {
+        let count = cum - prev_count;
+        if hi == f64::INFINITY {
+            if upper == f64::INFINITY {
+                inside += count;
+            }
+        } else if lo == f64::NEG_INFINITY {
+            if lower == f64::NEG_INFINITY {
+                inside += count;
+            }
+        } else {
+            let overlap = (hi.min(upper) - lo.max(lower)).max(0.0);
+            if hi > lo {
+                inside += count * overlap / (hi - lo);
+            }
+        }
+        lo = hi;
+        prev_count = cum;
+    }
+    inside / total
 }

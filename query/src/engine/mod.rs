@@ -231,6 +231,19 @@ impl Engine {
         eval::run(&self.opts, store, q, &expr, t_ms, t_ms, 0, limits, true)
     }
 
+    /// Evaluates an already parsed expression at `t_ms`; `q` is its text,
+    /// used for the positions in annotations.
+    pub fn instant_query_parsed(
+        &self,
+        store: &dyn Select,
+        q: &str,
+        expr: &crate::ast::Expr,
+        t_ms: i64,
+        limits: &QueryLimits,
+    ) -> Result<QueryResult, QueryError> {
+        eval::run(&self.opts, store, q, expr, t_ms, t_ms, 0, limits, true)
+    }
+
     /// Evaluates `q` at every step from `start_ms` to `end_ms`.
     pub fn range_query(
         &self,

@@ -4,7 +4,7 @@
 //! ([`RangeInput::windows`]) and writes one value per step.
 
 use super::QueryError;
-use super::aggregate::{kahan_add, quantile};
+use super::aggregate::{kahan_add, mean, quantile};
 use super::columns::StepMatrixBuilder;
 use super::eval::{Ctx, Grid, RangeInput, Value, eval_range, eval_scalar};
 use crate::ast::Expr;
@@ -42,13 +42,7 @@ pub(crate) fn is_range_fn(name: &str) -> bool {
     )
 }
 
-pub(crate) fn eval(
-    ctx: &Ctx,
-    _call: &Expr,
-    func: &str,
-    args: &[Expr],
-    grid: Grid,
-) -> Result<Value, QueryError> {
+pub(crate) fn eval(ctx: &Ctx, func: &str, args: &[Expr], grid: Grid) -> Result<Value, QueryError> {
     // The range argument's position differs per function.
     let (range_arg, scalars): (&Expr, Vec<Vec<f64>>) = match func {
         "quantile_over_time" => (&args[1], vec![eval_scalar(ctx, &args[0], grid)?]),
@@ -95,7 +89,8 @@ pub(crate) fn eval(
             "irate" | "idelta" => instant_delta(ts, vs, func == "irate"),
             "deriv" => (ts.len() >= 2).then(|| linear_regression(ts, vs, ts[0]).0),
             "predict_linear" => (ts.len() >= 2).then(|| {
-                let (slope, icept) = linear_regression(ts, vs, grid_time(&r, grid, k));
+                // The intercept is at the evaluation time, even under `@`.
+                let (slope, icept) = linear_regression(ts, vs, grid.t(k));
                 slope * scalars[0][k] + icept
             }),
             "double_exponential_smoothing" => holt(vs, scalars[0][k], scalars[1][k]),
@@ -105,7 +100,7 @@ pub(crate) fn eval(
                     .count() as f64,
             ),
             "resets" => Some(vs.windows(2).filter(|w| w[1] < w[0]).count() as f64),
-            "avg_over_time" => Some(avg(vs)),
+            "avg_over_time" => Some(mean(vs)),
             "sum_over_time" => Some(sum(vs)),
             "count_over_time" => Some(vs.len() as f64),
             "present_over_time" => Some(1.0),
@@ -154,6 +149,7 @@ pub(crate) fn eval(
                 buf.extend_from_slice(vs);
                 Some(quantile(scalars[0][k], &mut buf))
             }
+            "mad_over_time" if vs.iter().any(|v| v.is_nan()) => Some(f64::NAN),
             "mad_over_time" => {
                 buf.clear();
                 buf.extend_from_slice(vs);
@@ -194,29 +190,12 @@ pub(crate) fn eval(
     Ok(Value::Vector(b.finish()))
 }
 
-/// The evaluation time of step `k` (for `predict_linear`'s intercept).
-fn grid_time(r: &RangeInput, _grid: Grid, k: usize) -> i64 {
-    r.ends[k]
-}
-
 fn sum(vs: &[f64]) -> f64 {
     let (mut s, mut c) = (0.0, 0.0);
     for &v in vs {
         (s, c) = kahan_add(v, s, c);
     }
     s + c
-}
-
-fn avg(vs: &[f64]) -> f64 {
-    let s = sum(vs);
-    if s.is_infinite() && vs.iter().all(|v| v.is_finite()) {
-        let mut mean = 0.0;
-        for (i, &v) in vs.iter().enumerate() {
-            mean += (v - mean) / (i as f64 + 1.0);
-        }
-        return mean;
-    }
-    s / vs.len() as f64
 }
 
 /// `rate`, `increase` and `delta`: the change over the window, corrected
@@ -317,16 +296,12 @@ fn holt(vs: &[f64], sf: f64, tf: f64) -> Option<f64> {
     if vs.len() < 2 {
         return None;
     }
-    let mut s0 = 0.0;
+    let mut s0 = vs[0];
     let mut s1 = vs[1];
     let mut b = vs[1] - vs[0];
-    for (i, &v) in vs.iter().enumerate().skip(2) {
+    for &v in &vs[2..] {
         let x = sf * v;
-        b = if i == 1 {
-            b
-        } else {
-            tf * (s1 - s0) + (1.0 - tf) * b
-        };
+        b = tf * (s1 - s0) + (1.0 - tf) * b;
         let y = (1.0 - sf) * (s1 + b);
         s0 = s1;
         s1 = x + y;

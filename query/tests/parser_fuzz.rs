@@ -1,0 +1,117 @@
+//! Bad input never panics: random strings, and random soups of PromQL
+//! tokens, go through the parser and (when they parse) the engine; every
+//! outcome must be a value or a typed error.
+
+use kiln_query::{Engine, EngineOptions, QueryLimits, parse};
+use kiln_storage::{Labels, mem::MemStore};
+use proptest::prelude::*;
+
+const TOKENS: &[&str] = &[
+    "foo",
+    "bar",
+    "{",
+    "}",
+    "(",
+    ")",
+    "[",
+    "]",
+    "5m",
+    "1h30m",
+    "0",
+    "1.5",
+    "-",
+    "+",
+    "*",
+    "/",
+    "%",
+    "^",
+    "==",
+    "!=",
+    ">",
+    "<=",
+    "=~",
+    "!~",
+    "=",
+    ",",
+    ":",
+    "@",
+    "offset",
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "bool",
+    "and",
+    "or",
+    "unless",
+    "sum",
+    "topk",
+    "count_values",
+    "quantile",
+    "rate",
+    "label_replace",
+    "histogram_quantile",
+    "absent",
+    "time",
+    "vector",
+    "scalar",
+    "start()",
+    "end()",
+    "step()",
+    "\"a\"",
+    "'b'",
+    "`c`",
+    "job",
+    "le",
+    "0x1f",
+    "Inf",
+    "NaN",
+    "#",
+    "\n",
+    " ",
+    "\\",
+    "\"",
+    "1e308",
+    "9e99",
+    "-0",
+    "[5m:1m]",
+    "[1s:]",
+    "round",
+    "clamp",
+    "sort_by_label",
+    "limitk",
+    "limit_ratio",
+];
+
+fn store() -> MemStore {
+    let mut s = MemStore::new();
+    for (name, job) in [("foo", "a"), ("foo", "b"), ("bar", "a")] {
+        let l = Labels::from_pairs([("__name__", name), ("job", job), ("le", "1")]).unwrap();
+        for i in 0..40 {
+            s.insert(&l, i * 15_000, (i % 7) as f64);
+        }
+    }
+    s
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn arbitrary_text_never_panics(s in "\\PC{0,40}") {
+        let _ = parse(&s);
+    }
+
+    #[test]
+    fn token_soup_never_panics(toks in prop::collection::vec(prop::sample::select(TOKENS), 1..14)) {
+        let q = toks.join(" ");
+        if parse(&q).is_ok() {
+            let e = Engine::new(EngineOptions { max_samples: 100_000, ..EngineOptions::default() });
+            let s = store();
+            let _ = e.instant_query(&s, &q, 300_000, &QueryLimits::default());
+            let _ = e.range_query(&s, &q, 0, 600_000, 60_000, &QueryLimits::default());
+        }
+    }
+}
