@@ -63,6 +63,12 @@ fn rows() -> Vec<Row> {
         ("outcome", |r| r.outcome.status.clone()),
         ("ready after (s)", |r| fmt_opt(r.ready_after_s, 1)),
         ("targets", |r| r.fleet.targets.to_string()),
+        ("steady window (s)", |r| {
+            match (r.summary.steady_from_s, r.summary.window_s) {
+                (Some(from), Some(w)) => format!("{:.0}–{:.0}", from, from + w),
+                _ => "-".to_owned(),
+            }
+        }),
         ("offered samples/s", |r| {
             fmt_opt(Some(r.offered_samples_per_s), 0)
         }),

@@ -81,6 +81,9 @@ pub struct QueryResult {
 /// Figures derived from the samples over the steady window.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Summary {
+    /// Start of the steady window, seconds since the server started.
+    #[serde(default)]
+    pub steady_from_s: Option<f64>,
     pub window_s: Option<f64>,
     pub samples_per_s: Option<f64>,
     pub cpu_cores: Option<f64>,
@@ -138,8 +141,8 @@ const QUERIES: [(&str, &str, bool); 4] = [
         true,
     ),
     (
-        "network series",
-        "count({__name__=~\"node_network_.+\"})",
+        "network receive series",
+        "count({__name__=~\"node_network_receive_.+\"})",
         false,
     ),
 ];
@@ -276,7 +279,12 @@ pub fn run(
     };
     let listen = format!("127.0.0.1:{port}");
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let argv = servers::instantiate(&server.command, &config_path, &data_dir, &listen);
+    let mut argv = servers::instantiate(&server.command, &config_path, &data_dir, &listen);
+    if argv[0].contains('/')
+        && let Ok(absolute) = Path::new(&argv[0]).canonicalize()
+    {
+        argv[0] = absolute.to_string_lossy().into_owned();
+    }
     report.command.clone_from(&argv);
     let log_file = std::fs::File::create(&log_path).and_then(|f| Ok((f.try_clone()?, f)));
     let spawned = log_file.and_then(|(out, err)| {
@@ -527,19 +535,38 @@ fn finish(
     report
 }
 
-/// Derives the summary from the samples: rates over the window from the
-/// first sample after warm-up to the last sample.
+/// Share of the final active series from which the series set counts as
+/// settled: creating series costs far more than appending to them, so the
+/// steady window starts only once (almost) all exist.
+const SERIES_SETTLED: f64 = 0.99;
+
+/// Derives the summary from the samples: rates over the steady window,
+/// from the first sample that is both past the warm-up and past the last
+/// time the active series were below their settled level, to the last
+/// sample.
 pub fn summarise(report: &RunReport) -> Summary {
     let mut summary = Summary::default();
     let Some(last) = report.samples.last() else {
         return summary;
     };
-    let steady_from = report.ready_after_s.unwrap_or(0.0) + report.warmup_s;
+    let warm = report.ready_after_s.unwrap_or(0.0) + report.warmup_s;
+    let settled = last.active_series.map(|end| {
+        let samples = &report.samples;
+        samples
+            .iter()
+            .rposition(|s| s.active_series.is_some_and(|n| n < SERIES_SETTLED * end))
+            .map_or(samples[0].t_s, |i| {
+                samples.get(i + 1).map_or(last.t_s, |s| s.t_s)
+            })
+    });
+    let steady_from = settled.map_or(warm, |t| t.max(warm));
     let first = report
         .samples
         .iter()
         .find(|s| s.t_s >= steady_from)
+        .filter(|s| s.t_s < last.t_s)
         .unwrap_or(&report.samples[0]);
+    summary.steady_from_s = Some(first.t_s);
     let window = last.t_s - first.t_s;
     let per_s = |a: f64, b: f64| (window > 0.0).then(|| (b - a) / window);
     summary.window_s = (window > 0.0).then_some(window);
@@ -727,5 +754,13 @@ mod tests {
         let other = s.other_load_cores.unwrap();
         assert!((other - 0.89).abs() < 1e-12, "{other}");
         assert_eq!(median(&[3.0, 1.0, 2.0, 10.0]), Some(2.5));
+
+        // Series still being created until 25 s: the window moves there.
+        report.samples[1].active_series = Some(50.0);
+        report.samples[2].active_series = Some(99.5);
+        report.summary = summarise(&report);
+        assert_eq!(report.summary.steady_from_s, Some(25.0));
+        assert_eq!(report.summary.samples_per_s, Some(1_000.0));
+        assert_eq!(report.summary.cpu_cores, Some(0.1));
     }
 }

@@ -125,7 +125,7 @@ pub fn explicit(name: Option<&str>, command: &str) -> Result<ServerSpec, ServerE
 
 /// Whether preset `name` can be found (for `compare`'s "when installed").
 pub fn available(name: &str, programs: &[String]) -> bool {
-    program_for(name, programs).is_ok()
+    program_for(name, programs).is_ok_and(|p| is_executable(Path::new(&p)))
 }
 
 fn program_for(name: &str, programs: &[String]) -> Result<String, ServerError> {
