@@ -27,6 +27,14 @@ pub struct Cli {
 /// kiln's tools, in the spirit of `promtool`.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run PromQL test scripts (Prometheus's promqltest format) against
+    /// kiln's engine and print `N passed, M failed, K skipped`.
+    #[command(name = "promql-test")]
+    PromqlTest {
+        /// The script files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
     /// Inspect a data directory.
     #[command(subcommand)]
     Tsdb(TsdbCommand),

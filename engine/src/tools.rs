@@ -1,9 +1,12 @@
-//! The subcommands that are not the server (`kiln tsdb analyze`). Each writes its report to
+//! The subcommands that are not the server: `kiln promql-test` and
+//! `kiln tsdb analyze`. Each writes its report to
 //! stdout/stderr and returns the process exit code.
 
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use kiln_query::EngineOptions;
 use kiln_storage::{Head, HeadOptions, WalOptions};
 
 use crate::cli::{Command, TsdbCommand};
@@ -11,6 +14,7 @@ use crate::cli::{Command, TsdbCommand};
 /// Runs a subcommand; returns the exit code.
 pub fn run(cmd: Command) -> i32 {
     match cmd {
+        Command::PromqlTest { files } => promql_test(&files),
         Command::Tsdb(TsdbCommand::Analyze { dir, limit }) => match analyze(&dir, limit) {
             Ok(report) => {
                 print!("{report}");
@@ -21,6 +25,19 @@ pub fn run(cmd: Command) -> i32 {
                 1
             }
         },
+    }
+}
+
+/// `kiln promql-test FILE…`: exit code 1 when any eval failed.
+fn promql_test(files: &[PathBuf]) -> i32 {
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    match kiln_query::promqltest::run_files(files, &EngineOptions::default(), &mut out) {
+        Ok(t) => i32::from(t.failed > 0),
+        Err(e) => {
+            let _ = writeln!(out, "promql-test: {e}");
+            1
+        }
     }
 }
 
