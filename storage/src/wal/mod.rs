@@ -54,6 +54,10 @@ pub const MAX_PENDING_BYTES: u64 = 64 << 20;
 /// Environment variable that forces the pwrite fallback when set to `1`.
 pub const NO_IO_URING_ENV: &str = "KILN_WAL_NO_IO_URING";
 
+/// Typical encoded size of one sample (id, time delta, value), to size
+/// commit buffers in one allocation.
+const SAMPLE_BYTES_ESTIMATE: usize = 14;
+
 /// Write out without waiting for the timer once this much is buffered.
 const WRITE_OUT_BYTES: usize = 1 << 20;
 
@@ -379,11 +383,11 @@ impl Wal {
         self.io_uring
     }
 
-    /// A batch of records for one commit.
-    pub(crate) fn batch(&mut self) -> WalBatch<'_> {
+    /// A batch of records for one commit of about `samples` samples.
+    pub(crate) fn batch(&mut self, samples: usize) -> WalBatch<'_> {
         WalBatch {
             wal: self,
-            buf: RecordBuf::default(),
+            buf: RecordBuf::with_capacity(samples * SAMPLE_BYTES_ESTIMATE),
         }
     }
 
