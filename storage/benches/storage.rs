@@ -3,12 +3,21 @@
 //! prints the size figures that are not timings: bytes per sample on
 //! node-exporter-like data and head memory per series.
 //!
+//! Timings are CPU time of the whole process (`CLOCK_PROCESS_CPUTIME_ID`),
+//! not wall time: the development machines are shared by several builders,
+//! and CPU time does not count the time the bench waits for a core. It does
+//! count the WAL writer thread.
+//!
 //! Run (figures in docs/benchmarks.md):
 //! `CARGO_TARGET_DIR=/work/target-storage cargo bench -p kiln-storage --bench storage -- --warm-up-time 1 --measurement-time 3`
 
 use std::hint::black_box;
+use std::time::Duration;
 
-use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::measurement::{Measurement, ValueFormatter, WallTime};
+use criterion::{
+    BatchSize, BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main,
+};
 use kiln_storage::{
     ChunkIter, Head, HeadOptions, HeadRef, Labels, MAX_CHUNK_SAMPLES, MatchOp, Matcher, OpenChunk,
     Select, SelectHints,
@@ -18,6 +27,52 @@ use kiln_storage::{
 mod node_exporter;
 
 const START_MS: i64 = 1_700_000_000_000;
+
+/// CPU time consumed by the process, all threads.
+struct ProcessCpu;
+
+fn process_cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid clock id and an owned, writable timespec.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_PROCESS_CPUTIME_ID) failed");
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// Durations print the same whatever clock measured them.
+static DURATION_FORMAT: WallTime = WallTime;
+
+impl Measurement for ProcessCpu {
+    type Intermediate = Duration;
+    type Value = Duration;
+
+    fn start(&self) -> Duration {
+        process_cpu()
+    }
+
+    fn end(&self, start: Duration) -> Duration {
+        process_cpu().saturating_sub(start)
+    }
+
+    fn add(&self, a: &Duration, b: &Duration) -> Duration {
+        *a + *b
+    }
+
+    fn zero(&self) -> Duration {
+        Duration::ZERO
+    }
+
+    fn to_f64(&self, d: &Duration) -> f64 {
+        d.as_nanos() as f64
+    }
+
+    fn formatter(&self) -> &dyn ValueFormatter {
+        DURATION_FORMAT.formatter()
+    }
+}
 
 /// Resident set size of this process, bytes.
 fn rss() -> usize {
@@ -102,7 +157,7 @@ fn report_sizes() {
     );
 }
 
-fn chunks(c: &mut Criterion) {
+fn chunks(c: &mut Criterion<ProcessCpu>) {
     report_sizes();
     let series = node_exporter::generate(120, START_MS, 7);
     let samples: usize = series.iter().map(|s| s.samples.len()).sum();
@@ -144,9 +199,10 @@ fn chunks(c: &mut Criterion) {
     g.finish();
 }
 
-fn append(c: &mut Criterion) {
+/// One scrape of 20 node exporters per iteration, appended by ref and
+/// committed, into `head`.
+fn bench_scrapes(g: &mut BenchmarkGroup<'_, ProcessCpu>, name: &str, head: &mut Head) {
     let targets = fleet(20, 1);
-    let mut head = Head::new(HeadOptions::default());
     let mut app = head.appender();
     let refs: Vec<HeadRef> = targets
         .iter()
@@ -154,28 +210,42 @@ fn append(c: &mut Criterion) {
         .collect();
     app.commit().unwrap();
     let values: Vec<f64> = targets.iter().map(|s| s.samples[0].1).collect();
-    let mut g = c.benchmark_group("head");
     g.throughput(Throughput::Elements(refs.len() as u64));
     let mut t = START_MS;
-    g.bench_function(
-        "append_ref + commit, one scrape of 20 node exporters",
-        |b| {
-            b.iter(|| {
-                t += 15_000;
-                let mut app = head.appender();
-                for (i, (&r, &v)) in refs.iter().zip(&values).enumerate() {
-                    // Counters grow a little each scrape; constants stay.
-                    let v = if i % 3 == 0 { v + (t % 97) as f64 } else { v };
-                    app.append_ref(r, t, v).unwrap();
-                }
-                app.commit().unwrap()
-            })
-        },
+    g.bench_function(name, |b| {
+        b.iter(|| {
+            t += 15_000;
+            let mut app = head.appender();
+            for (i, (&r, &v)) in refs.iter().zip(&values).enumerate() {
+                // Counters grow a little each scrape; constants stay.
+                let v = if i % 3 == 0 { v + (t % 97) as f64 } else { v };
+                app.append_ref(r, t, v).unwrap();
+            }
+            app.commit().unwrap()
+        })
+    });
+}
+
+fn append(c: &mut Criterion<ProcessCpu>) {
+    let mut g = c.benchmark_group("head");
+    let mut head = Head::new(HeadOptions::default());
+    bench_scrapes(
+        &mut g,
+        "append_ref + commit, 20 node exporters, no WAL",
+        &mut head,
+    );
+    drop(head);
+    let dir = tempfile::tempdir().unwrap();
+    let (mut head, _) = Head::open(dir.path(), HeadOptions::default(), Default::default()).unwrap();
+    bench_scrapes(
+        &mut g,
+        "append_ref + commit, 20 node exporters, WAL",
+        &mut head,
     );
     g.finish();
 }
 
-fn select(c: &mut Criterion) {
+fn select(c: &mut Criterion<ProcessCpu>) {
     // 1 M series: 100 metrics × 10 jobs × 1000 instances.
     let mut head = Head::new(HeadOptions::default());
     for m in 0..100 {
@@ -215,5 +285,9 @@ fn select(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, chunks, append, select);
+criterion_group! {
+    name = benches;
+    config = Criterion::default().with_measurement(ProcessCpu);
+    targets = chunks, append, select
+}
 criterion_main!(benches);

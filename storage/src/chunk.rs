@@ -97,13 +97,22 @@ pub enum ChunkError {
 /// exactly the bits of `v` (so -0.0, NaNs and infinities never qualify).
 #[inline]
 fn to_decimal(v: f64, scale: u8) -> Option<i64> {
-    let p = POW10[scale as usize];
-    let x = (v * p).round();
+    let x = v * POW10[scale as usize];
     // NaN fails the range check too.
     if x.is_nan() || x.abs() > MAX_DECIMAL as f64 {
         return None;
     }
-    let i = x as i64;
+    // Round to nearest with two additions rather than `f64::round`, a
+    // library call on baseline x86-64. Beyond 2^51 a double is an integer
+    // or a half and the cast truncates; any rounding is fine, since the
+    // bits are checked below.
+    const MAGIC: f64 = 6_755_399_441_055_744.0; // 1.5 * 2^52
+    let r = if x.abs() < 2_251_799_813_685_248.0 {
+        (x + MAGIC) - MAGIC
+    } else {
+        x
+    };
+    let i = r as i64;
     (from_decimal(i, scale).to_bits() == v.to_bits()).then_some(i)
 }
 
@@ -317,13 +326,16 @@ impl OpenChunk {
                 },
             };
             self.start(values);
-        } else if let ValueState::Decimal { scale, shift, .. } = self.values
-            && to_decimal(v, scale).is_none_or(|i| i.trailing_zeros() < u32::from(shift))
-        {
-            self.reencode(scale, t, v);
+        } else if let ValueState::Decimal { scale, shift, .. } = self.values {
+            match to_decimal(v, scale) {
+                Some(i) if i.trailing_zeros() >= u32::from(shift) => {
+                    self.push(t, v, Some(i));
+                }
+                _ => self.reencode(scale, t, v),
+            }
             return;
         }
-        self.push(t, v);
+        self.push(t, v, None);
     }
 
     fn start(&mut self, values: ValueState) {
@@ -337,8 +349,9 @@ impl OpenChunk {
         self.values = values;
     }
 
-    /// Encodes a sample that fits the current value encoding.
-    fn push(&mut self, t: i64, v: f64) {
+    /// Encodes a sample that fits the current value encoding; `int` is
+    /// `v`'s scaled integer when the caller has it already.
+    fn push(&mut self, t: i64, v: f64, int: Option<i64>) {
         match self.count {
             0 => {
                 self.w.write_varint(t);
@@ -367,9 +380,9 @@ impl OpenChunk {
                 last,
                 delta,
             } => {
-                // `append` checked that `v` is a decimal at this scale whose
-                // low `shift` bits are zero.
-                let i = to_decimal(v, *scale).unwrap_or_default() >> *shift;
+                // `append` and `reencode` checked that `v` is a decimal at
+                // this scale whose low `shift` bits are zero.
+                let i = int.or_else(|| to_decimal(v, *scale)).unwrap_or_default() >> *shift;
                 if self.count == 0 {
                     self.w.write_varint(i);
                 } else {
@@ -440,7 +453,7 @@ impl OpenChunk {
         *self = OpenChunk::new();
         self.start(values);
         for (t, v) in samples {
-            self.push(t, v);
+            self.push(t, v, None);
         }
     }
 }

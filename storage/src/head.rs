@@ -645,7 +645,7 @@ impl Head {
             return Ok(0);
         }
         if let Some(wal) = self.wal.as_mut() {
-            let mut batch = wal.batch();
+            let mut batch = wal.batch(staged.len());
             let mut defined = Vec::new();
             for s in staged {
                 let Some(series) = self.series.get(s.id as usize).and_then(|x| x.as_deref()) else {

@@ -119,6 +119,19 @@ fn classify(p: &str) -> Pattern {
     Pattern::General
 }
 
+/// Evaluation order of matchers: `=` first, then literal and other regexes,
+/// then matchers that match the empty string (complements of postings).
+fn selectivity_rank(m: &Matcher) -> u8 {
+    if m.matches_empty() {
+        return 3;
+    }
+    match m.op() {
+        MatchOp::Equal => 0,
+        MatchOp::Regex if matches!(classify(m.value()), Pattern::Literals(_)) => 1,
+        _ => 2,
+    }
+}
+
 /// Series ids, symbols and postings. See the module documentation.
 #[derive(Debug, Default)]
 pub(crate) struct Index {
@@ -232,28 +245,39 @@ impl Index {
     }
 
     /// Series ids matching every matcher (all series for no matcher).
+    ///
+    /// Matchers run from the likely most selective (`=`) to the likely
+    /// least (those matching the empty string, computed as complements);
+    /// each one only unions postings within the ids still selected, so a
+    /// broad regex after a narrow `=` costs little.
     pub(crate) fn select(&self, matchers: &[Matcher]) -> RoaringBitmap {
-        let mut out: Option<RoaringBitmap> = None;
-        for m in matchers {
-            let ids = self.select_one(m);
-            out = Some(match out {
-                None => ids,
-                Some(acc) => acc & ids,
-            });
-            if out.as_ref().is_some_and(RoaringBitmap::is_empty) {
+        let mut order: Vec<&Matcher> = matchers.iter().collect();
+        order.sort_by_key(|m| selectivity_rank(m));
+        let mut acc: Option<RoaringBitmap> = None;
+        for m in order {
+            let ids = self.select_one(m, acc.as_ref());
+            let done = ids.is_empty();
+            acc = Some(ids);
+            if done {
                 break;
             }
         }
-        out.unwrap_or_else(|| self.all.clone())
+        acc.unwrap_or_else(|| self.all.clone())
     }
 
-    /// Series ids selected by one matcher. A series without the label has
-    /// the value `""`. With `P` the series whose value passes the matcher's
-    /// positive test (`=` or `=~` for either polarity) and `H` the series
-    /// that have the label: `=`/`=~` select `P`, plus the series lacking
-    /// the label when `""` passes; `!=`/`!~` select `H − P`, plus those
-    /// lacking it when `""` fails the positive test.
-    fn select_one(&self, m: &Matcher) -> RoaringBitmap {
+    /// Series ids among `within` (all series when `None`) selected by one
+    /// matcher. A series without the label has the value `""`. With `P`
+    /// the series whose value passes the matcher's positive test (`=` or
+    /// `=~` for either polarity) and `H` the series that have the label:
+    /// `=`/`=~` select `P`, plus the series lacking the label when `""`
+    /// passes; `!=`/`!~` select `H − P`, plus those lacking it when `""`
+    /// fails the positive test.
+    fn select_one(&self, m: &Matcher, within: Option<&RoaringBitmap>) -> RoaringBitmap {
+        let base = within.unwrap_or(&self.all);
+        let add = |acc: &mut RoaringBitmap, ids: &RoaringBitmap| match within {
+            Some(w) => *acc |= ids & w,
+            None => *acc |= ids,
+        };
         let negated = matches!(m.op(), MatchOp::NotEqual | MatchOp::NotRegex);
         let pattern = match m.op() {
             MatchOp::Equal | MatchOp::NotEqual => Pattern::Literals(vec![m.value().to_owned()]),
@@ -265,7 +289,7 @@ impl Index {
             return if negated {
                 RoaringBitmap::new()
             } else {
-                self.all.clone()
+                base.clone()
             };
         }
         let values = self
@@ -279,26 +303,26 @@ impl Index {
                 Pattern::Literals(lits) => {
                     for lit in lits {
                         if let Some(ids) = self.symbols.lookup(lit).and_then(|v| values.get(&v)) {
-                            passing |= ids;
+                            add(&mut passing, ids);
                         }
                     }
                 }
                 Pattern::NonEmpty => {
                     for ids in values.values() {
-                        passing |= ids;
+                        add(&mut passing, ids);
                     }
                 }
                 Pattern::Prefix(p) => {
                     for (&v, ids) in values {
                         if self.symbols.get(v).starts_with(p.as_str()) {
-                            passing |= ids;
+                            add(&mut passing, ids);
                         }
                     }
                 }
                 Pattern::General | Pattern::Any => {
                     for (&v, ids) in values {
                         if positive(self.symbols.get(v)) {
-                            passing |= ids;
+                            add(&mut passing, ids);
                         }
                     }
                 }
@@ -307,14 +331,14 @@ impl Index {
         let having = || {
             let mut h = RoaringBitmap::new();
             for ids in values.into_iter().flat_map(HashMap::values) {
-                h |= ids;
+                add(&mut h, ids);
             }
             h
         };
         match (negated, empty_passes) {
             (false, false) => passing,
-            (false, true) => &self.all - &(having() - &passing),
-            (true, false) => &self.all - &passing,
+            (false, true) => base - &(having() - &passing),
+            (true, false) => base - &passing,
             (true, true) => having() - &passing,
         }
     }

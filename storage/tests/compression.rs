@@ -45,34 +45,3 @@ fn node_exporter_data_fits_the_budget() {
     assert!(bytes < xor_bytes);
     assert!(per_sample <= 1.3, "{per_sample:.3} bytes/sample");
 }
-
-#[test]
-#[ignore]
-fn breakdown() {
-    let series = node_exporter::generate(480, 1_700_000_000_000, 42);
-    let mut rows = Vec::new();
-    for s in &series {
-        let (b, n) = encode_all(std::slice::from_ref(s), OpenChunk::new);
-        let mut c = OpenChunk::new();
-        for &(t, v) in &s.samples[..120] {
-            c.append(t, v);
-        }
-        rows.push((
-            b as f64 / n as f64,
-            format!("{} {:?} {:?}", s.labels, c.encoding(), &s.samples[..3]),
-        ));
-    }
-    rows.sort_by(|a, b| b.0.partial_cmp(&a.0).unwrap());
-    let total: f64 = rows.iter().map(|r| r.0).sum();
-    println!("avg {}", total / rows.len() as f64);
-    for r in rows.iter().take(40) {
-        println!("{:.2} {}", r.0, r.1);
-    }
-    let mut acc = 0.0;
-    for (i, r) in rows.iter().enumerate() {
-        acc += r.0;
-        if i % 50 == 49 {
-            println!("top {} share {:.3}", i + 1, acc / total);
-        }
-    }
-}

@@ -3,7 +3,7 @@
 //! WAL writes fail as on a full disk, and checks that commits then fail
 //! with a clear error and add nothing, that reads keep working, and that
 //! once the limit is lifted writes resume and every accepted sample is on
-//! disk. The limit is per process, so it runs in a child.
+//! disk. A checkpoint attempted meanwhile fails without replacing anything. The limit is per process, so it runs in a child.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -78,6 +78,9 @@ fn run_child(force_pwrite: bool) {
     // Refused commits add nothing; reads still work.
     assert_eq!(samples(&head), accepted);
     t += 1;
+    // A checkpoint cannot be written either, and must not replace the
+    // segments (the reopen below would miss samples).
+    assert!(head.truncate_below(i64::MIN + 1).is_err());
 
     set_fsize_limit(u64::MAX);
     let deadline = Instant::now() + Duration::from_secs(5);

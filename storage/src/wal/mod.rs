@@ -54,6 +54,10 @@ pub const MAX_PENDING_BYTES: u64 = 64 << 20;
 /// Environment variable that forces the pwrite fallback when set to `1`.
 pub const NO_IO_URING_ENV: &str = "KILN_WAL_NO_IO_URING";
 
+/// Typical encoded size of one sample (id, time delta, value), to size
+/// commit buffers in one allocation.
+const SAMPLE_BYTES_ESTIMATE: usize = 14;
+
 /// Write out without waiting for the timer once this much is buffered.
 const WRITE_OUT_BYTES: usize = 1 << 20;
 
@@ -139,7 +143,9 @@ enum Msg {
     /// Close the segment, start the next one, `n`, and open checkpoint `n`.
     CheckpointBegin,
     CheckpointData(Vec<u8>),
-    CheckpointEnd(Sender<Result<(), WalError>>),
+    /// Finish the checkpoint when `true` (rename it into place and delete
+    /// what it replaces), discard it when `false` (it is incomplete).
+    CheckpointEnd(bool, Sender<Result<(), WalError>>),
 }
 
 /// State shared by the head's thread and the writer thread.
@@ -377,11 +383,11 @@ impl Wal {
         self.io_uring
     }
 
-    /// A batch of records for one commit.
-    pub(crate) fn batch(&mut self) -> WalBatch<'_> {
+    /// A batch of records for one commit of about `samples` samples.
+    pub(crate) fn batch(&mut self, samples: usize) -> WalBatch<'_> {
         WalBatch {
             wal: self,
-            buf: RecordBuf::default(),
+            buf: RecordBuf::with_capacity(samples * SAMPLE_BYTES_ESTIMATE),
         }
     }
 
@@ -451,8 +457,10 @@ impl Wal {
         w.buf.min_valid(min_valid);
         let filled = fill(&mut w).and_then(|()| w.flush());
         // End the checkpoint even after an error, so the writer leaves
-        // checkpoint mode; a failed checkpoint is not renamed into place.
-        let ended = self.ask(Msg::CheckpointEnd);
+        // checkpoint mode; an incomplete checkpoint is discarded, and the
+        // segments it would have replaced stay.
+        let complete = filled.is_ok();
+        let ended = self.ask(|reply| Msg::CheckpointEnd(complete, reply));
         filled.and(ended)
     }
 }
@@ -572,8 +580,8 @@ impl Writer {
                     }
                     self.release(n);
                 }
-                Ok(Msg::CheckpointEnd(reply)) => {
-                    let _ = reply.send(self.end_checkpoint());
+                Ok(Msg::CheckpointEnd(complete, reply)) => {
+                    let _ = reply.send(self.end_checkpoint(complete));
                 }
                 Err(RecvTimeoutError::Timeout) => {
                     let _ = self.write_out(true);
@@ -664,11 +672,15 @@ impl Writer {
         Ok(())
     }
 
-    fn end_checkpoint(&mut self) -> Result<(), WalError> {
+    fn end_checkpoint(&mut self, complete: bool) -> Result<(), WalError> {
         let Some((n, f)) = self.checkpoint.take() else {
             return Err(WalError::Invalid("checkpoint could not start".into()));
         };
         let tmp = f.path().to_owned();
+        if !complete {
+            drop(f);
+            return fs::remove_file(&tmp).map_err(io_err(&tmp));
+        }
         f.finish(&mut self.io).map_err(io_err(&tmp))?;
         let done = self.dir.join(checkpoint_name(n));
         fs::rename(&tmp, &done).map_err(io_err(&done))?;

@@ -179,6 +179,14 @@ pub(crate) struct RecordBuf {
 }
 
 impl RecordBuf {
+    /// An empty buffer with room for `bytes`.
+    pub(crate) fn with_capacity(bytes: usize) -> Self {
+        RecordBuf {
+            buf: Vec::with_capacity(bytes),
+            ..RecordBuf::default()
+        }
+    }
+
     /// Bytes encoded so far (the open record included).
     pub(crate) fn len(&self) -> usize {
         self.buf.len()
