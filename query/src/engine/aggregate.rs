@@ -26,31 +26,74 @@ pub(crate) fn kahan_add(x: f64, sum: f64, c: f64) -> (f64, f64) {
     (t, c)
 }
 
+/// A streaming aggregate of one group at one step. Values are pushed in
+/// series order, which is the order Prometheus folds them in, so results
+/// are bit-identical to a per-step loop over the group's members.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Acc {
+    n: f64,
+    /// Sum, or running mean once `incremental`; min/max; Welford mean.
+    a: f64,
+    /// Kahan compensation; Welford M2.
+    c: f64,
+    incremental: bool,
+}
+
+impl Acc {
+    #[inline]
+    pub fn push(&mut self, op: AggOp, v: f64) {
+        self.n += 1.0;
+        match op {
+            AggOp::Sum => (self.a, self.c) = kahan_add(v, self.a, self.c),
+            AggOp::Avg => {
+                if !self.incremental {
+                    let (ns, nc) = kahan_add(v, self.a, self.c);
+                    if self.n == 1.0 || !ns.is_infinite() {
+                        (self.a, self.c) = (ns, nc);
+                        return;
+                    }
+                    // The sum would overflow: continue as an incremental mean.
+                    self.incremental = true;
+                    self.a /= self.n - 1.0;
+                    self.c /= self.n - 1.0;
+                }
+                let q = (self.n - 1.0) / self.n;
+                (self.a, self.c) = kahan_add(v / self.n, q * self.a, q * self.c);
+            }
+            AggOp::Min if self.n == 1.0 || self.a.is_nan() || v < self.a => self.a = v,
+            AggOp::Max if self.n == 1.0 || self.a.is_nan() || v > self.a => self.a = v,
+            AggOp::Stddev | AggOp::Stdvar => {
+                let delta = v - self.a;
+                self.a += delta / self.n;
+                self.c += delta * (v - self.a);
+            }
+            _ => {}
+        }
+    }
+
+    pub fn finish(&self, op: AggOp) -> f64 {
+        match op {
+            AggOp::Sum => self.a + self.c,
+            AggOp::Avg if self.incremental => self.a + self.c,
+            AggOp::Avg => (self.a + self.c) / self.n,
+            AggOp::Count => self.n,
+            AggOp::Group => 1.0,
+            AggOp::Min | AggOp::Max => self.a,
+            AggOp::Stdvar => self.c / self.n,
+            AggOp::Stddev => (self.c / self.n).sqrt(),
+            _ => f64::NAN,
+        }
+    }
+}
+
 /// The mean as Prometheus computes it: a Kahan-compensated sum divided by
 /// the count, switching to an incremental mean once the sum would overflow.
 pub(crate) fn mean(vals: &[f64]) -> f64 {
-    let (mut sum, mut c, mut mean, mut count) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
-    let mut incremental = false;
+    let mut acc = Acc::default();
     for &v in vals {
-        count += 1.0;
-        if !incremental {
-            let (ns, nc) = kahan_add(v, sum, c);
-            if count == 1.0 || !ns.is_infinite() {
-                (sum, c) = (ns, nc);
-                continue;
-            }
-            incremental = true;
-            mean = sum / (count - 1.0);
-            c /= count - 1.0;
-        }
-        let q = (count - 1.0) / count;
-        (mean, c) = kahan_add(v / count, q * mean, q * c);
+        acc.push(AggOp::Avg, v);
     }
-    if incremental {
-        mean + c
-    } else {
-        (sum + c) / count
-    }
+    acc.finish(AggOp::Avg)
 }
 
 /// The group labels of a series.
@@ -165,19 +208,45 @@ pub(crate) fn eval(
                 let drop = g.contains("__name__") && mem.iter().any(|&s| m.drop_name[s]);
                 b.push_row(g.clone(), drop);
             }
-            let mut buf: Vec<f64> = Vec::new();
-            for k in 0..grid.n {
-                if k % 256 == 0 {
-                    ctx.check()?;
-                }
-                for (g, mem) in members.iter().enumerate() {
-                    buf.clear();
-                    buf.extend(mem.iter().filter_map(|&s| m.get(s, k)));
-                    if buf.is_empty() {
-                        continue;
+            if op == AggOp::Quantile {
+                let phi = scalar_param.clone().unwrap_or_default();
+                let mut buf: Vec<f64> = Vec::new();
+                for k in 0..grid.n {
+                    if k % 256 == 0 {
+                        ctx.check()?;
                     }
-                    let phi = scalar_param.as_ref().map(|p| p[k]).unwrap_or(f64::NAN);
-                    b.set(g, k, reduce(op, &mut buf, phi));
+                    for (g, mem) in members.iter().enumerate() {
+                        buf.clear();
+                        buf.extend(mem.iter().filter_map(|&s| m.get(s, k)));
+                        if !buf.is_empty() {
+                            b.set(
+                                g,
+                                k,
+                                quantile(phi.get(k).copied().unwrap_or(f64::NAN), &mut buf),
+                            );
+                        }
+                    }
+                }
+            } else {
+                // Row by row: each series' steps are contiguous in the column.
+                let steps = grid.n;
+                let mut cells = vec![Acc::default(); groups.len() * steps];
+                let vals = m.values.values();
+                for (s, &g) in group_of.iter().enumerate() {
+                    if s % 1024 == 0 {
+                        ctx.check()?;
+                    }
+                    let cell_row = &mut cells[g * steps..(g + 1) * steps];
+                    for (k, cell) in cell_row.iter_mut().enumerate() {
+                        if m.present(s, k) {
+                            cell.push(op, vals[s * steps + k]);
+                        }
+                    }
+                }
+                for (i, cell) in cells.iter().enumerate() {
+                    if cell.n > 0.0 {
+                        b.set(i / steps, i % steps, cell.finish(op));
+                    }
                 }
             }
             if op == AggOp::Quantile
@@ -199,48 +268,6 @@ pub(crate) fn eval(
             }
             Ok(Value::Vector(b.finish()))
         }
-    }
-}
-
-/// Reduces one group's values at one step.
-fn reduce(op: AggOp, vals: &mut [f64], phi: f64) -> f64 {
-    let n = vals.len() as f64;
-    match op {
-        AggOp::Sum => {
-            let (mut s, mut c) = (0.0, 0.0);
-            for &v in vals.iter() {
-                (s, c) = kahan_add(v, s, c);
-            }
-            s + c
-        }
-        AggOp::Avg => mean(vals),
-        AggOp::Count => n,
-        AggOp::Group => 1.0,
-        AggOp::Min => vals.iter().fold(
-            f64::NAN,
-            |acc, &v| {
-                if acc.is_nan() || v < acc { v } else { acc }
-            },
-        ),
-        AggOp::Max => vals.iter().fold(
-            f64::NAN,
-            |acc, &v| {
-                if acc.is_nan() || v > acc { v } else { acc }
-            },
-        ),
-        AggOp::Stddev | AggOp::Stdvar => {
-            let (mut count, mut mean, mut m2) = (0.0f64, 0.0f64, 0.0f64);
-            for &v in vals.iter() {
-                count += 1.0;
-                let delta = v - mean;
-                mean += delta / count;
-                m2 += delta * (v - mean);
-            }
-            let var = m2 / count;
-            if op == AggOp::Stddev { var.sqrt() } else { var }
-        }
-        AggOp::Quantile => quantile(phi, vals),
-        _ => f64::NAN,
     }
 }
 

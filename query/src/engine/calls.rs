@@ -280,8 +280,8 @@ pub(crate) fn eval_call(
             let r = eval_range(ctx, &args[0], grid)?;
             let labels = absent_labels(&args[0]);
             let mut any = vec![false; grid.n];
-            r.windows(|_, k, ts, _| {
-                if !ts.is_empty() {
+            r.windows(|_, k, w| {
+                if !w.ts.is_empty() {
                     any[k] = true;
                 }
             });

@@ -44,12 +44,24 @@ pub(crate) struct RangeInput {
 }
 
 impl RangeInput {
-    /// For each series, calls `f(series, step, timestamps, values)` with the
-    /// window of every step, sliding two cursors over the samples once.
-    pub fn windows(&self, mut f: impl FnMut(usize, usize, &[i64], &[f64])) {
+    /// For each series, calls `f(series, step, window)` with the window of
+    /// every step, sliding two cursors over the samples once.
+    pub fn windows(&self, mut f: impl FnMut(usize, usize, Window<'_>)) {
+        // resets[i]: how many of samples 1..=i are below their predecessor,
+        // so a window knows in O(1) whether it holds a counter reset.
+        let mut resets: Vec<u32> = Vec::new();
         for s in 0..self.batch.len() {
             let sr = self.batch.series(s);
             let (ts, vs) = (sr.timestamps, sr.values);
+            resets.clear();
+            let mut n = 0u32;
+            resets.push(0);
+            for w in vs.windows(2) {
+                if w[1] < w[0] {
+                    n += 1;
+                }
+                resets.push(n);
+            }
             let (mut lo, mut hi) = (0usize, 0usize);
             for (k, &end) in self.ends.iter().enumerate() {
                 let start = end - self.range;
@@ -66,10 +78,28 @@ impl RangeInput {
                 while hi < ts.len() && ts[hi] <= end {
                     hi += 1;
                 }
-                f(s, k, &ts[lo..hi], &vs[lo..hi]);
+                let has_reset = hi > lo + 1 && resets[hi - 1] > resets[lo];
+                f(
+                    s,
+                    k,
+                    Window {
+                        ts: &ts[lo..hi],
+                        vs: &vs[lo..hi],
+                        has_reset,
+                    },
+                );
             }
         }
     }
+}
+
+/// The samples of one series in one step's window.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Window<'a> {
+    pub ts: &'a [i64],
+    pub vs: &'a [f64],
+    /// Whether some sample is below its predecessor (a counter reset).
+    pub has_reset: bool,
 }
 
 /// A node's value at every step.
@@ -305,7 +335,8 @@ fn matrix_of(m: StepMatrix, grid: Grid) -> Result<Vec<RangeSeries>, QueryError> 
 
 fn range_series(r: &RangeInput) -> Result<Vec<RangeSeries>, QueryError> {
     let mut out: Vec<RangeSeries> = Vec::new();
-    r.windows(|s, _, ts, vs| {
+    r.windows(|s, _, w| {
+        let (ts, vs) = (w.ts, w.vs);
         if !ts.is_empty() {
             out.push(RangeSeries {
                 labels: final_labels(&r.batch.labels()[s], r.drop_name[s]),

@@ -6,7 +6,7 @@
 use super::QueryError;
 use super::aggregate::{kahan_add, mean, quantile};
 use super::columns::StepMatrixBuilder;
-use super::eval::{Ctx, Grid, RangeInput, Value, eval_range, eval_scalar};
+use super::eval::{Ctx, Grid, RangeInput, Value, Window, eval_range, eval_scalar};
 use crate::ast::Expr;
 
 /// Whether `name` is implemented here.
@@ -77,15 +77,16 @@ pub(crate) fn eval(ctx: &Ctx, func: &str, args: &[Expr], grid: Grid) -> Result<V
     let mut buf: Vec<f64> = Vec::new();
     let mut err: Option<QueryError> = None;
     let mut points = 0usize;
-    r.windows(|s, k, ts, vs| {
+    r.windows(|s, k, w| {
+        let (ts, vs) = (w.ts, w.vs);
         if ts.is_empty() || err.is_some() {
             return;
         }
         let end = r.ends[k];
         let v = match func {
-            "rate" => extrapolated(&r, end, ts, vs, true, true),
-            "increase" => extrapolated(&r, end, ts, vs, true, false),
-            "delta" => extrapolated(&r, end, ts, vs, false, false),
+            "rate" => extrapolated(&r, end, w, true, true),
+            "increase" => extrapolated(&r, end, w, true, false),
+            "delta" => extrapolated(&r, end, w, false, false),
             "irate" | "idelta" => instant_delta(ts, vs, func == "irate"),
             "deriv" => (ts.len() >= 2).then(|| linear_regression(ts, vs, ts[0]).0),
             "predict_linear" => (ts.len() >= 2).then(|| {
@@ -99,7 +100,8 @@ pub(crate) fn eval(ctx: &Ctx, func: &str, args: &[Expr], grid: Grid) -> Result<V
                     .filter(|w| w[0] != w[1] && !(w[0].is_nan() && w[1].is_nan()))
                     .count() as f64,
             ),
-            "resets" => Some(vs.windows(2).filter(|w| w[1] < w[0]).count() as f64),
+            "resets" if !w.has_reset => Some(0.0),
+            "resets" => Some(vs.windows(2).filter(|p| p[1] < p[0]).count() as f64),
             "avg_over_time" => Some(mean(vs)),
             "sum_over_time" => Some(sum(vs)),
             "count_over_time" => Some(vs.len() as f64),
@@ -203,20 +205,20 @@ fn sum(vs: &[f64]) -> f64 {
 fn extrapolated(
     r: &RangeInput,
     end: i64,
-    ts: &[i64],
-    vs: &[f64],
+    w: Window<'_>,
     counter: bool,
     per_second: bool,
 ) -> Option<f64> {
+    let (ts, vs) = (w.ts, w.vs);
     if ts.len() < 2 {
         return None;
     }
     let range_start = end - r.range;
     let mut result = vs[vs.len() - 1] - vs[0];
-    if counter {
-        for w in vs.windows(2) {
-            if w[1] < w[0] {
-                result += w[0];
+    if counter && w.has_reset {
+        for p in vs.windows(2) {
+            if p[1] < p[0] {
+                result += p[0];
             }
         }
     }
