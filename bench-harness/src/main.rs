@@ -105,6 +105,18 @@ enum Command {
     },
     /// Cores, RAM, disk and disk writes for N machines × M series.
     Plan(PlanArgs),
+    /// Re-derive the summaries of saved runs and render them again (table,
+    /// HTML, ratios against the first run).
+    Report {
+        /// Run files (run.json, or the per-server files of a compare).
+        #[arg(required = true)]
+        runs: Vec<PathBuf>,
+        /// Directory for report.html and the re-summarised runs.json.
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value = "kiln-bench report")]
+        title: String,
+    },
 }
 
 #[derive(Args, Clone)]
@@ -365,6 +377,24 @@ fn dispatch(command: Command) -> Result<ExitCode, String> {
             run,
         } => compare(&fleet, servers, &run),
         Command::Plan(args) => plan_command(&args),
+        Command::Report { runs, out, title } => {
+            let mut reports = Vec::new();
+            for path in &runs {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                let mut report: RunReport =
+                    serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+                report.summary = run::summarise(&report);
+                reports.push(report);
+            }
+            std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+            write_json(
+                &out.join("runs.json"),
+                &serde_json::json!({ "runs": &reports, "ratios": report::ratios(&reports) }),
+            )?;
+            write_reports(&out, &reports, &title)?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

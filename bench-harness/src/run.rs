@@ -554,15 +554,20 @@ pub fn summarise(report: &RunReport) -> Summary {
         let samples = &report.samples;
         samples
             .iter()
-            .rposition(|s| s.active_series.is_some_and(|n| n < SERIES_SETTLED * end))
+            // A tick whose self-metrics did not answer counts as unsettled.
+            .rposition(|s| s.active_series.is_none_or(|n| n < SERIES_SETTLED * end))
             .map_or(samples[0].t_s, |i| {
                 samples.get(i + 1).map_or(last.t_s, |s| s.t_s)
             })
     });
     let steady_from = settled.map_or(warm, |t| t.max(warm));
+    // Both ends of the window need the appended counter when the server
+    // has one; a tick where /metrics timed out cannot anchor a rate.
+    let anchored = |s: &&Sample| s.samples_appended.is_some() || last.samples_appended.is_none();
     let first = report
         .samples
         .iter()
+        .filter(anchored)
         .find(|s| s.t_s >= steady_from)
         .filter(|s| s.t_s < last.t_s)
         .unwrap_or(&report.samples[0]);
@@ -760,6 +765,14 @@ mod tests {
         report.samples[2].active_series = Some(99.5);
         report.summary = summarise(&report);
         assert_eq!(report.summary.steady_from_s, Some(25.0));
+        // A tick without self-metrics neither settles the series nor
+        // anchors the window.
+        report.samples[2].active_series = None;
+        report.samples[2].samples_appended = None;
+        report.samples.push(sample(45.0, 13.0, 31_000.0, 40));
+        report.summary = summarise(&report);
+        assert_eq!(report.summary.steady_from_s, Some(35.0));
+        assert_eq!(report.summary.samples_per_s, Some(1_000.0));
         assert_eq!(report.summary.samples_per_s, Some(1_000.0));
         assert_eq!(report.summary.cpu_cores, Some(0.1));
     }
