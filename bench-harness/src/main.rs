@@ -252,7 +252,8 @@ struct PlanArgs {
     /// Costs from a `plan-constants` block in a markdown file (with --server).
     #[arg(long, requires = "server")]
     docs: Option<PathBuf>,
-    /// Server whose constants to read from --docs, or to measure with --sweep.
+    /// Server whose constants to read from --docs or a file of several runs,
+    /// or to measure with --sweep.
     #[arg(long)]
     server: Option<String>,
     /// Measure --server at these fleet sizes (machines of --series series at
@@ -476,9 +477,10 @@ fn compare(fleet: &FleetArgs, servers: Vec<String>, run: &RunArgs) -> Result<Exi
     })
 }
 
-/// Costs from a run's JSON (`run.json`, a server's file of a compare) or a
-/// sweep's (`sweep.json`).
-fn costs_from_file(path: &Path) -> Result<plan::Costs, String> {
+/// Costs from a run's JSON (`run.json`, a server's file of a compare), a
+/// sweep's (`sweep.json`) or a file of several runs (`compare.json`,
+/// `runs.json`: the run of `server`).
+fn costs_from_file(path: &Path, server: Option<&str>) -> Result<plan::Costs, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let json: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -487,6 +489,21 @@ fn costs_from_file(path: &Path) -> Result<plan::Costs, String> {
             serde_json::from_value(fit.clone()).map_err(|e| format!("{}: {e}", path.display()))?;
         return Ok(fit.costs);
     }
+    let json = match json.get("runs").and_then(|r| r.as_array()) {
+        Some(runs) => {
+            let wanted = server.ok_or_else(|| {
+                format!(
+                    "{} holds several runs: pick one with --server",
+                    path.display()
+                )
+            })?;
+            runs.iter()
+                .find(|r| r["server"] == wanted)
+                .cloned()
+                .ok_or_else(|| format!("{} has no run of {wanted}", path.display()))?
+        }
+        None => json,
+    };
     let report: RunReport =
         serde_json::from_value(json).map_err(|e| format!("{}: {e}", path.display()))?;
     plan::costs_from_run(&report, &path.display().to_string()).map_err(|e| e.to_string())
@@ -546,7 +563,7 @@ fn plan_command(args: &PlanArgs) -> Result<ExitCode, String> {
     let mut costs = if !args.sweep.is_empty() {
         run_sweep(args)?
     } else if let Some(path) = &args.from {
-        costs_from_file(path)?
+        costs_from_file(path, args.server.as_deref())?
     } else if let (Some(path), Some(server)) = (&args.docs, &args.server) {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
         plan::costs_from_docs(&text, &path.display().to_string(), server)

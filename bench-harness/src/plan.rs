@@ -19,6 +19,7 @@ use std::fmt::Write as _;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::report::format_thousands;
 use crate::run::RunReport;
 
 /// Measured costs of one server.
@@ -215,15 +216,16 @@ pub fn explain(load: &Load, costs: &Costs, headroom: f64) -> String {
     let _ = writeln!(
         out,
         "{} machines × {} series every {} with {} retention",
-        load.machines,
-        load.series_per_machine,
+        format_thousands(load.machines, 0),
+        format_thousands(load.series_per_machine, 0),
         human_duration(load.interval_s),
         human_duration(load.retention_s)
     );
     let _ = writeln!(
         out,
-        "  = {:.0} active series, {:.0} samples/s\n",
-        need.active_series, need.samples_per_s
+        "  = {} active series, {} samples/s\n",
+        format_thousands(need.active_series, 0),
+        format_thousands(need.samples_per_s, 0)
     );
     let _ = writeln!(
         out,

@@ -16,7 +16,7 @@ fn fmt_opt(value: Option<f64>, digits: usize) -> String {
 }
 
 /// Formats with `digits` decimals and thin thousands separators.
-fn format_thousands(value: f64, digits: usize) -> String {
+pub fn format_thousands(value: f64, digits: usize) -> String {
     let text = format!("{:.*}", digits, value.abs());
     let (int, frac) = text
         .split_once('.')
