@@ -382,6 +382,17 @@ mod tests {
         ));
     }
 
+    /// The constants recorded in docs/benchmarks.md stay readable.
+    #[test]
+    fn docs_constants_parse() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/benchmarks.md");
+        let docs = std::fs::read_to_string(path).unwrap();
+        for server in ["prometheus", "victoria-metrics"] {
+            let c = costs_from_docs(&docs, path, server).unwrap();
+            assert!(c.cpu_s_per_million_samples > 0.0, "{server}");
+        }
+    }
+
     #[test]
     fn durations() {
         assert_eq!(parse_duration_s("15s"), Ok(15.0));
