@@ -251,7 +251,7 @@ pub fn explain(load: &Load, costs: &Costs, headroom: f64) -> String {
     );
     let _ = writeln!(
         out,
-        "  - {:.0} bytes of RSS per active series (whole process RSS / active series)",
+        "  - {:.0} bytes of RSS per active series, the head and everything else included",
         costs.rss_bytes_per_series
     );
     let _ = writeln!(

@@ -234,6 +234,9 @@ pub fn table(runs: &[RunReport]) -> String {
         }
     }
     for run in runs {
+        for warning in crate::run::warnings(run) {
+            let _ = writeln!(out, "\n{}: warning: {warning}", run.server);
+        }
         if run.outcome.status != "completed" {
             let _ = writeln!(
                 out,
@@ -486,13 +489,8 @@ Run: {:.0} s after readiness, warm-up {:.0} s excluded from rates. kiln-bench {}
                 escape(&run.outcome.log_tail.join("\n"))
             );
         }
-        for q in run.queries.iter().filter(|q| q.error.is_some()) {
-            let _ = write!(
-                page,
-                "<p class=\"bad\">query {}: {}</p>",
-                escape(&q.expr),
-                escape(q.error.as_deref().unwrap_or(""))
-            );
+        for warning in crate::run::warnings(run) {
+            let _ = write!(page, "<p class=\"bad\">warning: {}</p>", escape(&warning));
         }
     }
     page.push_str("</body></html>\n");

@@ -627,6 +627,53 @@ pub fn summarise(report: &RunReport) -> Summary {
     summary
 }
 
+/// What a reader of the report should distrust or check: a server that
+/// appends nothing or much less than offered, missing self-metrics, failed
+/// queries, a noisy machine, a fleet too costly next to the server.
+pub fn warnings(report: &RunReport) -> Vec<String> {
+    let mut found = Vec::new();
+    if report.outcome.status != "completed" {
+        return found;
+    }
+    let s = &report.summary;
+    match s.samples_per_s {
+        None => found.push("samples/s unknown: the server exposes no samples-appended metric".to_owned()),
+        Some(rate) if rate < 0.9 * report.offered_samples_per_s => found.push(format!(
+            "the server appended {:.0} samples/s of {:.0} offered ({:.0} %): is it scraping every target? (see its log)",
+            rate,
+            report.offered_samples_per_s,
+            100.0 * rate / report.offered_samples_per_s.max(1e-9)
+        )),
+        Some(_) => {}
+    }
+    if s.active_series.is_none() {
+        found.push("active series unknown: the server exposes no head-series metric".to_owned());
+    }
+    for q in &report.queries {
+        if let Some(error) = &q.error {
+            found.push(format!(
+                "query {:?} failed: {}",
+                q.expr,
+                error.chars().take(200).collect::<String>()
+            ));
+        }
+    }
+    if let Some(other) = s.other_load_cores.filter(|o| *o > 0.25) {
+        found.push(format!(
+            "other processes used {other:.2} cores during the steady window: the figures are noisy"
+        ));
+    }
+    if let (Some(fleet), Some(server)) = (s.fleet_cpu_cores, s.cpu_cores)
+        && fleet > 0.25 * server
+    {
+        found.push(format!(
+            "the fleet used {fleet:.3} cores, {:.0} % of the server's: build kiln-bench in release mode",
+            100.0 * fleet / server.max(1e-9)
+        ));
+    }
+    found
+}
+
 /// The progress line on stderr: redrawn in place on a terminal, one line
 /// every 30 s otherwise.
 struct Progress {
@@ -722,7 +769,7 @@ mod tests {
                 timestamps: false,
                 origin_ms: 0,
             },
-            offered_samples_per_s: 0.0,
+            offered_samples_per_s: 2000.0,
             duration_s: 30.0,
             warmup_s: 10.0,
             started_unix_ms: 0,
@@ -743,6 +790,13 @@ mod tests {
             summary: Summary::default(),
         };
         report.summary = summarise(&report);
+        assert_eq!(
+            warnings(&report),
+            [
+                "the server appended 1000 samples/s of 2000 offered (50 %): is it scraping every target? (see its log)",
+                "other processes used 0.89 cores during the steady window: the figures are noisy"
+            ]
+        );
         let s = &report.summary;
         assert_eq!(s.window_s, Some(20.0));
         assert_eq!(s.samples_per_s, Some(1_000.0));
