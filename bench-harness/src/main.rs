@@ -105,6 +105,18 @@ enum Command {
     },
     /// Cores, RAM, disk and disk writes for N machines × M series.
     Plan(PlanArgs),
+    /// Re-derive the summaries of saved runs and render them again (table,
+    /// HTML, ratios against the first run).
+    Report {
+        /// Run files (run.json, or the per-server files of a compare).
+        #[arg(required = true)]
+        runs: Vec<PathBuf>,
+        /// Directory for report.html and the re-summarised runs.json.
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value = "kiln-bench report")]
+        title: String,
+    },
 }
 
 #[derive(Args, Clone)]
@@ -240,7 +252,8 @@ struct PlanArgs {
     /// Costs from a `plan-constants` block in a markdown file (with --server).
     #[arg(long, requires = "server")]
     docs: Option<PathBuf>,
-    /// Server whose constants to read from --docs, or to measure with --sweep.
+    /// Server whose constants to read from --docs or a file of several runs,
+    /// or to measure with --sweep.
     #[arg(long)]
     server: Option<String>,
     /// Measure --server at these fleet sizes (machines of --series series at
@@ -365,6 +378,24 @@ fn dispatch(command: Command) -> Result<ExitCode, String> {
             run,
         } => compare(&fleet, servers, &run),
         Command::Plan(args) => plan_command(&args),
+        Command::Report { runs, out, title } => {
+            let mut reports = Vec::new();
+            for path in &runs {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                let mut report: RunReport =
+                    serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+                report.summary = run::summarise(&report);
+                reports.push(report);
+            }
+            std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+            write_json(
+                &out.join("runs.json"),
+                &serde_json::json!({ "runs": &reports, "ratios": report::ratios(&reports) }),
+            )?;
+            write_reports(&out, &reports, &title)?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
@@ -446,9 +477,10 @@ fn compare(fleet: &FleetArgs, servers: Vec<String>, run: &RunArgs) -> Result<Exi
     })
 }
 
-/// Costs from a run's JSON (`run.json`, a server's file of a compare) or a
-/// sweep's (`sweep.json`).
-fn costs_from_file(path: &Path) -> Result<plan::Costs, String> {
+/// Costs from a run's JSON (`run.json`, a server's file of a compare), a
+/// sweep's (`sweep.json`) or a file of several runs (`compare.json`,
+/// `runs.json`: the run of `server`).
+fn costs_from_file(path: &Path, server: Option<&str>) -> Result<plan::Costs, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let json: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -457,6 +489,21 @@ fn costs_from_file(path: &Path) -> Result<plan::Costs, String> {
             serde_json::from_value(fit.clone()).map_err(|e| format!("{}: {e}", path.display()))?;
         return Ok(fit.costs);
     }
+    let json = match json.get("runs").and_then(|r| r.as_array()) {
+        Some(runs) => {
+            let wanted = server.ok_or_else(|| {
+                format!(
+                    "{} holds several runs: pick one with --server",
+                    path.display()
+                )
+            })?;
+            runs.iter()
+                .find(|r| r["server"] == wanted)
+                .cloned()
+                .ok_or_else(|| format!("{} has no run of {wanted}", path.display()))?
+        }
+        None => json,
+    };
     let report: RunReport =
         serde_json::from_value(json).map_err(|e| format!("{}: {e}", path.display()))?;
     plan::costs_from_run(&report, &path.display().to_string()).map_err(|e| e.to_string())
@@ -516,7 +563,7 @@ fn plan_command(args: &PlanArgs) -> Result<ExitCode, String> {
     let mut costs = if !args.sweep.is_empty() {
         run_sweep(args)?
     } else if let Some(path) = &args.from {
-        costs_from_file(path)?
+        costs_from_file(path, args.server.as_deref())?
     } else if let (Some(path), Some(server)) = (&args.docs, &args.server) {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
         plan::costs_from_docs(&text, &path.display().to_string(), server)

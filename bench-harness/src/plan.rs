@@ -19,6 +19,7 @@ use std::fmt::Write as _;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::report::format_thousands;
 use crate::run::RunReport;
 
 /// Measured costs of one server.
@@ -215,15 +216,16 @@ pub fn explain(load: &Load, costs: &Costs, headroom: f64) -> String {
     let _ = writeln!(
         out,
         "{} machines × {} series every {} with {} retention",
-        load.machines,
-        load.series_per_machine,
+        format_thousands(load.machines, 0),
+        format_thousands(load.series_per_machine, 0),
         human_duration(load.interval_s),
         human_duration(load.retention_s)
     );
     let _ = writeln!(
         out,
-        "  = {:.0} active series, {:.0} samples/s\n",
-        need.active_series, need.samples_per_s
+        "  = {} active series, {} samples/s\n",
+        format_thousands(need.active_series, 0),
+        format_thousands(need.samples_per_s, 0)
     );
     let _ = writeln!(
         out,
@@ -249,7 +251,7 @@ pub fn explain(load: &Load, costs: &Costs, headroom: f64) -> String {
     );
     let _ = writeln!(
         out,
-        "  - {:.0} bytes of RSS per active series (whole process RSS / active series)",
+        "  - {:.0} bytes of RSS per active series, the head and everything else included",
         costs.rss_bytes_per_series
     );
     let _ = writeln!(
@@ -378,6 +380,17 @@ mod tests {
             costs_from_docs(&broken, "b.md", "prometheus"),
             Err(PlanError::BadDocsLine { .. })
         ));
+    }
+
+    /// The constants recorded in docs/benchmarks.md stay readable.
+    #[test]
+    fn docs_constants_parse() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/benchmarks.md");
+        let docs = std::fs::read_to_string(path).unwrap();
+        for server in ["prometheus", "victoria-metrics"] {
+            let c = costs_from_docs(&docs, path, server).unwrap();
+            assert!(c.cpu_s_per_million_samples > 0.0, "{server}");
+        }
     }
 
     #[test]

@@ -16,7 +16,7 @@ fn fmt_opt(value: Option<f64>, digits: usize) -> String {
 }
 
 /// Formats with `digits` decimals and thin thousands separators.
-fn format_thousands(value: f64, digits: usize) -> String {
+pub fn format_thousands(value: f64, digits: usize) -> String {
     let text = format!("{:.*}", digits, value.abs());
     let (int, frac) = text
         .split_once('.')
@@ -234,6 +234,9 @@ pub fn table(runs: &[RunReport]) -> String {
         }
     }
     for run in runs {
+        for warning in crate::run::warnings(run) {
+            let _ = writeln!(out, "\n{}: warning: {warning}", run.server);
+        }
         if run.outcome.status != "completed" {
             let _ = writeln!(
                 out,
@@ -486,13 +489,8 @@ Run: {:.0} s after readiness, warm-up {:.0} s excluded from rates. kiln-bench {}
                 escape(&run.outcome.log_tail.join("\n"))
             );
         }
-        for q in run.queries.iter().filter(|q| q.error.is_some()) {
-            let _ = write!(
-                page,
-                "<p class=\"bad\">query {}: {}</p>",
-                escape(&q.expr),
-                escape(q.error.as_deref().unwrap_or(""))
-            );
+        for warning in crate::run::warnings(run) {
+            let _ = write!(page, "<p class=\"bad\">warning: {}</p>", escape(&warning));
         }
     }
     page.push_str("</body></html>\n");

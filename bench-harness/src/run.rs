@@ -554,15 +554,20 @@ pub fn summarise(report: &RunReport) -> Summary {
         let samples = &report.samples;
         samples
             .iter()
-            .rposition(|s| s.active_series.is_some_and(|n| n < SERIES_SETTLED * end))
+            // A tick whose self-metrics did not answer counts as unsettled.
+            .rposition(|s| s.active_series.is_none_or(|n| n < SERIES_SETTLED * end))
             .map_or(samples[0].t_s, |i| {
                 samples.get(i + 1).map_or(last.t_s, |s| s.t_s)
             })
     });
     let steady_from = settled.map_or(warm, |t| t.max(warm));
+    // Both ends of the window need the appended counter when the server
+    // has one; a tick where /metrics timed out cannot anchor a rate.
+    let anchored = |s: &&Sample| s.samples_appended.is_some() || last.samples_appended.is_none();
     let first = report
         .samples
         .iter()
+        .filter(anchored)
         .find(|s| s.t_s >= steady_from)
         .filter(|s| s.t_s < last.t_s)
         .unwrap_or(&report.samples[0]);
@@ -620,6 +625,53 @@ pub fn summarise(report: &RunReport) -> Summary {
         .collect();
     summary.query_median_ms = median(&medians);
     summary
+}
+
+/// What a reader of the report should distrust or check: a server that
+/// appends nothing or much less than offered, missing self-metrics, failed
+/// queries, a noisy machine, a fleet too costly next to the server.
+pub fn warnings(report: &RunReport) -> Vec<String> {
+    let mut found = Vec::new();
+    if report.outcome.status != "completed" {
+        return found;
+    }
+    let s = &report.summary;
+    match s.samples_per_s {
+        None => found.push("samples/s unknown: the server exposes no samples-appended metric".to_owned()),
+        Some(rate) if rate < 0.9 * report.offered_samples_per_s => found.push(format!(
+            "the server appended {:.0} samples/s of {:.0} offered ({:.0} %): is it scraping every target? (see its log)",
+            rate,
+            report.offered_samples_per_s,
+            100.0 * rate / report.offered_samples_per_s.max(1e-9)
+        )),
+        Some(_) => {}
+    }
+    if s.active_series.is_none() {
+        found.push("active series unknown: the server exposes no head-series metric".to_owned());
+    }
+    for q in &report.queries {
+        if let Some(error) = &q.error {
+            found.push(format!(
+                "query {:?} failed: {}",
+                q.expr,
+                error.chars().take(200).collect::<String>()
+            ));
+        }
+    }
+    if let Some(other) = s.other_load_cores.filter(|o| *o > 0.25) {
+        found.push(format!(
+            "other processes used {other:.2} cores during the steady window: the figures are noisy"
+        ));
+    }
+    if let (Some(fleet), Some(server)) = (s.fleet_cpu_cores, s.cpu_cores)
+        && fleet > 0.25 * server
+    {
+        found.push(format!(
+            "the fleet used {fleet:.3} cores, {:.0} % of the server's: build kiln-bench in release mode",
+            100.0 * fleet / server.max(1e-9)
+        ));
+    }
+    found
 }
 
 /// The progress line on stderr: redrawn in place on a terminal, one line
@@ -717,7 +769,7 @@ mod tests {
                 timestamps: false,
                 origin_ms: 0,
             },
-            offered_samples_per_s: 0.0,
+            offered_samples_per_s: 2000.0,
             duration_s: 30.0,
             warmup_s: 10.0,
             started_unix_ms: 0,
@@ -738,6 +790,13 @@ mod tests {
             summary: Summary::default(),
         };
         report.summary = summarise(&report);
+        assert_eq!(
+            warnings(&report),
+            [
+                "the server appended 1000 samples/s of 2000 offered (50 %): is it scraping every target? (see its log)",
+                "other processes used 0.89 cores during the steady window: the figures are noisy"
+            ]
+        );
         let s = &report.summary;
         assert_eq!(s.window_s, Some(20.0));
         assert_eq!(s.samples_per_s, Some(1_000.0));
@@ -760,6 +819,14 @@ mod tests {
         report.samples[2].active_series = Some(99.5);
         report.summary = summarise(&report);
         assert_eq!(report.summary.steady_from_s, Some(25.0));
+        // A tick without self-metrics neither settles the series nor
+        // anchors the window.
+        report.samples[2].active_series = None;
+        report.samples[2].samples_appended = None;
+        report.samples.push(sample(45.0, 13.0, 31_000.0, 40));
+        report.summary = summarise(&report);
+        assert_eq!(report.summary.steady_from_s, Some(35.0));
+        assert_eq!(report.summary.samples_per_s, Some(1_000.0));
         assert_eq!(report.summary.samples_per_s, Some(1_000.0));
         assert_eq!(report.summary.cpu_cores, Some(0.1));
     }
