@@ -8,10 +8,12 @@ mod cli;
 mod http;
 mod logging;
 mod query;
+mod scrape;
 mod selfmetrics;
 mod server;
 mod shard;
 mod state;
+mod targets;
 mod tools;
 mod tsdb;
 

@@ -101,8 +101,6 @@ pub type TargetRegistry = Mutex<HashMap<u64, Arc<TargetStatus>>>;
 pub enum ScrapeCommand {
     /// The complete set of targets this shard scrapes from now on.
     SetTargets(Vec<ScrapeTarget>),
-    /// Stop every loop, writing staleness markers, then confirm.
-    Stop(oneshot::Sender<()>),
 }
 
 struct RunningLoop {
@@ -138,7 +136,11 @@ pub async fn run_manager(
                         continue;
                     }
                     let Some(shard) = shards.iter().find(|s| s.id == t.shard).cloned() else {
-                        log::error!("target {} routed to shard {} it does not own", t.url, t.shard);
+                        log::error!(
+                            "target {} routed to shard {} it does not own",
+                            t.url,
+                            t.shard
+                        );
                         continue;
                     };
                     let status = Arc::new(TargetStatus {
@@ -153,13 +155,6 @@ pub async fn run_manager(
                     tokio::task::spawn_local(scrape_loop(status, shard, stopped));
                     running.insert(k, RunningLoop { stop });
                 }
-            }
-            ScrapeCommand::Stop(done) => {
-                for (k, l) in running.drain() {
-                    stop_loop(l).await;
-                    registry.lock().remove(&k);
-                }
-                let _ = done.send(());
             }
         }
     }
@@ -209,10 +204,7 @@ async fn scrape_loop(
         let fetched = tokio::time::timeout(t.timeout, client.fetch(t)).await;
         let fetched = match fetched {
             Ok(r) => r,
-            Err(_) => Err(format!(
-                "Get \"{}\": context deadline exceeded",
-                t.url
-            )),
+            Err(_) => Err(format!("Get \"{}\": context deadline exceeded", t.url)),
         };
         let duration = clock.elapsed();
         let outcome = ingest(&shard, &mut cache, t, fetched, t0, duration);
@@ -275,7 +267,8 @@ fn ingest(
             match cache.append_body(&mut app, &body, format, &t.settings, t0) {
                 Ok(pending) => {
                     let stats = pending.stats();
-                    let report = cache.append_report(&mut app, target_labels, t0, true, dur_s, &stats);
+                    let report =
+                        cache.append_report(&mut app, target_labels, t0, true, dur_s, &stats);
                     if let Err(e) = report {
                         log::warn!("target {}: report series: {e}", t.url);
                     }
@@ -442,6 +435,9 @@ mod tests {
         assert_eq!(delay_to_slot(0, 15_000, 4_000), 4_000);
         assert_eq!(delay_to_slot(5_000, 15_000, 4_000), 14_000);
         assert_eq!(delay_to_slot(19_000, 15_000, 4_000), 0);
-        assert_eq!(delay_to_slot(1_700_000_000_123, 15_000, 0), 15_000 - 123 - 5_000);
+        assert_eq!(
+            delay_to_slot(1_700_000_000_123, 15_000, 0),
+            15_000 - 123 - 5_000
+        );
     }
 }

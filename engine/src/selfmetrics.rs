@@ -33,6 +33,7 @@ pub struct SelfMetrics {
     reload_success_time: AtomicU64,
     reloads_total: AtomicU64,
     reload_failures_total: AtomicU64,
+    file_sd_read_errors: AtomicU64,
 }
 
 impl SelfMetrics {
@@ -44,7 +45,13 @@ impl SelfMetrics {
             reload_success_time: AtomicU64::new(0),
             reloads_total: AtomicU64::new(0),
             reload_failures_total: AtomicU64::new(0),
+            file_sd_read_errors: AtomicU64::new(0),
         }
+    }
+
+    /// Sets the total of file discovery read failures.
+    pub fn set_file_sd_read_errors(&self, n: u64) {
+        self.file_sd_read_errors.store(n, Ordering::Relaxed);
     }
 
     /// Counts one served request.
@@ -224,6 +231,15 @@ impl SelfMetrics {
             "gauge",
             "1 when every WAL writes through io_uring, 0 when some use the pwrite fallback.",
             &[(String::new(), f64::from(u8::from(uring)))],
+        );
+        family(
+            "prometheus_sd_file_read_errors_total",
+            "counter",
+            "The number of File-SD read errors.",
+            &[(
+                String::new(),
+                self.file_sd_read_errors.load(Ordering::Relaxed) as f64,
+            )],
         );
         family(
             "prometheus_config_last_reload_successful",

@@ -15,6 +15,7 @@ use crate::cli::ServerFlags;
 use crate::query::QueryService;
 use crate::shard::{self, ShardInit};
 use crate::state::{Control, ServerState, Wiring, load_config};
+use crate::targets::{FILE_SD_CHECK, TargetManager};
 use crate::tsdb::{self, ShardStats, StorageConfig};
 
 /// Why the server could not start or run.
@@ -52,7 +53,10 @@ pub enum ServerError {
 
 /// Runs the server until it is told to stop.
 pub fn run(flags: ServerFlags) -> Result<(), ServerError> {
-    let config = load_config(flags.config_file.as_deref())?;
+    // A configuration file is checked before anything else happens.
+    if let Some(path) = flags.config_file.as_deref() {
+        load_config(Some(path), "")?;
+    }
     std::fs::create_dir_all(&flags.storage_path).map_err(|source| ServerError::DataDir {
         path: flags.storage_path.display().to_string(),
         source,
@@ -69,6 +73,12 @@ pub fn run(flags: ServerFlags) -> Result<(), ServerError> {
         .first()
         .and_then(|l| l.local_addr().ok())
         .unwrap_or(addr);
+    let self_addr = if bound.ip().is_unspecified() {
+        format!("localhost:{}", bound.port())
+    } else {
+        bound.to_string()
+    };
+    let config = load_config(flags.config_file.as_deref(), &self_addr)?;
 
     // Signal handlers are installed before anything is announced, so a
     // signal sent as soon as kiln reports its address is never missed.
@@ -99,10 +109,14 @@ pub fn run(flags: ServerFlags) -> Result<(), ServerError> {
         wal: WalOptions::default(),
     };
     let (mut mailboxes, mut inboxes) = (Vec::new(), Vec::new());
+    let (mut scrape_txs, mut scrape_rxs) = (Vec::new(), Vec::new());
     for _ in 0..shards {
         let (tx, rx) = mpsc::unbounded_channel();
         mailboxes.push(tx);
         inboxes.push(rx);
+        let (tx, rx) = mpsc::unbounded_channel();
+        scrape_txs.push(tx);
+        scrape_rxs.push(rx);
     }
     let mailboxes: tsdb::Mailboxes = mailboxes.into();
     let shard_stats: Arc<[Arc<ShardStats>]> = (0..logical)
@@ -137,7 +151,12 @@ pub fn run(flags: ServerFlags) -> Result<(), ServerError> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut threads = Vec::with_capacity(shards);
     let (opened_tx, opened_rx) = std::sync::mpsc::channel();
-    for ((id, listener), requests) in listeners.into_iter().enumerate().zip(inboxes) {
+    for (((id, listener), requests), scrape) in listeners
+        .into_iter()
+        .enumerate()
+        .zip(inboxes)
+        .zip(scrape_rxs)
+    {
         let core = (!cores.is_empty()).then(|| cores[id % cores.len()]);
         let init = ShardInit {
             id,
@@ -145,6 +164,7 @@ pub fn run(flags: ServerFlags) -> Result<(), ServerError> {
             logical,
             storage: storage.clone(),
             requests,
+            scrape,
             opened: opened_tx.clone(),
         };
         let t = shard::spawn(init, core, listener, state.clone(), shutdown_rx.clone()).map_err(
@@ -172,6 +192,10 @@ pub fn run(flags: ServerFlags) -> Result<(), ServerError> {
         }
         return Err(ServerError::Storage(e));
     }
+    let mut targets = TargetManager::new(logical, scrape_txs);
+    let parsed = state.config.read().parsed.clone();
+    targets.apply(&parsed);
+
     // Ready before the address is announced, so that whoever waits for the
     // announcement finds `/-/ready` answering 200.
     state.set_ready(true);
@@ -182,13 +206,19 @@ pub fn run(flags: ServerFlags) -> Result<(), ServerError> {
     log::info!("Server is ready to receive web requests.");
 
     rt.block_on(async {
+        let mut file_sd = tokio::time::interval(FILE_SD_CHECK);
+        file_sd.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = term.recv() => { log::warn!("Received SIGTERM, exiting gracefully..."); break; }
                 _ = int.recv() => { log::warn!("Received SIGINT, exiting gracefully..."); break; }
-                _ = hup.recv() => { let _ = reload(&state); }
+                _ = hup.recv() => { let _ = reload(&state, &self_addr, &mut targets); }
+                _ = file_sd.tick() => {
+                    targets.refresh();
+                    state.metrics.set_file_sd_read_errors(targets.file_failures());
+                }
                 msg = control_rx.recv() => match msg {
-                    Some(Control::Reload(reply)) => { let _ = reply.send(reload(&state)); }
+                    Some(Control::Reload(reply)) => { let _ = reply.send(reload(&state, &self_addr, &mut targets)); }
                     Some(Control::Quit) => { log::warn!("Received termination request via web service, exiting gracefully..."); break; }
                     None => break,
                 },
@@ -211,10 +241,11 @@ pub fn run(flags: ServerFlags) -> Result<(), ServerError> {
 
 /// Reloads the configuration file; on failure the running configuration
 /// stays in force.
-fn reload(state: &ServerState) -> Result<(), String> {
+fn reload(state: &ServerState, self_addr: &str, targets: &mut TargetManager) -> Result<(), String> {
     log::info!("Loading configuration file");
-    match load_config(state.flags.config_file.as_deref()) {
+    match load_config(state.flags.config_file.as_deref(), self_addr) {
         Ok(cfg) => {
+            targets.apply(&cfg.parsed);
             *state.config.write() = cfg;
             state.metrics.config_loaded(true);
             log::info!("Completed loading of configuration file");

@@ -27,6 +27,7 @@ use std::rc::Rc;
 
 use tokio::sync::{mpsc, watch};
 
+use crate::scrape::{ScrapeCommand, run_manager};
 use crate::state::ServerState;
 use crate::tsdb::{LocalShards, ShardRequest, StorageConfig, serve_requests};
 
@@ -114,6 +115,8 @@ pub struct ShardInit {
     pub storage: StorageConfig,
     /// Its mailbox.
     pub requests: mpsc::UnboundedReceiver<ShardRequest>,
+    /// Its target lists, from the main thread.
+    pub scrape: mpsc::UnboundedReceiver<ScrapeCommand>,
     /// Told once the shard's storage is open (or why it could not be).
     pub opened: std::sync::mpsc::Sender<Result<(), String>>,
 }
@@ -165,6 +168,11 @@ pub fn spawn(
             let _ = init.opened.send(Ok(()));
             let tasks = tokio::task::LocalSet::new();
             tasks.spawn_local(serve_requests(init.requests, local.clone()));
+            tasks.spawn_local(run_manager(
+                init.scrape,
+                local.shards.clone(),
+                state.targets.clone(),
+            ));
             tasks.block_on(&rt, run(id, listener, state, shutdown));
             // Scrapes and connections have stopped: make the WAL durable.
             local.publish();

@@ -14,8 +14,11 @@ use std::time::SystemTime;
 use parking_lot::RwLock;
 use tokio::sync::{mpsc, oneshot};
 
+use kiln_ingest::config::{Config, ConfigError};
+
 use crate::cli::ServerFlags;
 use crate::query::QueryService;
+use crate::scrape::TargetRegistry;
 use crate::selfmetrics::SelfMetrics;
 use crate::tsdb::{Mailboxes, ShardStats};
 
@@ -23,11 +26,17 @@ use crate::tsdb::{Mailboxes, ShardStats};
 /// kiln's own `/metrics`, so a fresh `cargo run` shows a working server.
 pub const DEFAULT_CONFIG: &str = include_str!("default-config.yml");
 
+/// The address the embedded default configuration scrapes; replaced with
+/// the address kiln actually listens on.
+pub const DEFAULT_SELF_TARGET: &str = "localhost:9090";
+
 /// A configuration as loaded.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct LoadedConfig {
     /// The YAML text, served by `/api/v1/status/config`.
     pub yaml: String,
+    /// The parsed, validated configuration.
+    pub parsed: Arc<Config>,
     /// When it was loaded.
     pub loaded_at: SystemTime,
 }
@@ -43,19 +52,39 @@ pub enum ConfigLoadError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The file is not a valid configuration.
+    #[error("couldn't load configuration (--config.file={path:?}): {source}")]
+    Invalid {
+        /// The file.
+        path: String,
+        /// What is wrong, with line and column.
+        source: ConfigError,
+    },
 }
 
-/// Loads the configuration file, or the embedded default.
-pub fn load_config(path: Option<&Path>) -> Result<LoadedConfig, ConfigLoadError> {
-    let yaml = match path {
-        None => DEFAULT_CONFIG.to_owned(),
-        Some(p) => std::fs::read_to_string(p).map_err(|source| ConfigLoadError::Read {
-            path: p.display().to_string(),
-            source,
-        })?,
+/// Loads the configuration file, or the embedded default with its self
+/// target set to `self_addr` (the address kiln listens on).
+pub fn load_config(path: Option<&Path>, self_addr: &str) -> Result<LoadedConfig, ConfigLoadError> {
+    let (yaml, name) = match path {
+        None => (
+            DEFAULT_CONFIG.replace(DEFAULT_SELF_TARGET, self_addr),
+            "<embedded default config>".to_owned(),
+        ),
+        Some(p) => (
+            std::fs::read_to_string(p).map_err(|source| ConfigLoadError::Read {
+                path: p.display().to_string(),
+                source,
+            })?,
+            p.display().to_string(),
+        ),
     };
+    let parsed = Config::parse(&yaml, &name).map_err(|source| ConfigLoadError::Invalid {
+        path: name.clone(),
+        source,
+    })?;
     Ok(LoadedConfig {
         yaml,
+        parsed: Arc::new(parsed),
         loaded_at: SystemTime::now(),
     })
 }
@@ -89,6 +118,8 @@ pub struct ServerState {
     pub shard_stats: Arc<[Arc<ShardStats>]>,
     /// The PromQL workers.
     pub query: QueryService,
+    /// Every scrape target and its health.
+    pub targets: Arc<TargetRegistry>,
     ready: AtomicBool,
 }
 
@@ -121,6 +152,7 @@ impl ServerState {
             mailboxes: w.mailboxes,
             shard_stats: w.shard_stats,
             query: w.query,
+            targets: Arc::default(),
             ready: AtomicBool::new(false),
         }
     }

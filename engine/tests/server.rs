@@ -238,7 +238,7 @@ fn query_api_renders_and_validates_as_prometheus() {
         (
             "/api/v1/query?query=1&time=yesterday",
             400,
-            r#"{"status":"error","errorType":"bad_data","error":"invalid parameter \"time\": cannot parse \"yesterday\" to a valid timestamp"}"#,
+            r#"{"status":"error","errorType":"bad_data","error":"invalid parameter \"time\": Invalid time value for 'time': cannot parse \"yesterday\" to a valid timestamp"}"#,
         ),
         (
             "/api/v1/query_range?query=1&start=10&end=1&step=1",
@@ -260,11 +260,7 @@ fn query_api_renders_and_validates_as_prometheus() {
             400,
             r#"{"status":"error","errorType":"bad_data","error":"no match[] parameter provided"}"#,
         ),
-        (
-            "/api/v1/labels",
-            200,
-            r#"{"status":"success","data":[]}"#,
-        ),
+        ("/api/v1/labels", 200, r#"{"status":"success","data":[]}"#),
     ];
     for (path, status, body) in cases {
         let r = k.get(path);

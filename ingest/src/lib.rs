@@ -14,4 +14,5 @@ pub mod config;
 pub mod discovery;
 pub mod exposition;
 pub mod relabel;
+pub mod scrape;
 pub mod target;

@@ -15,6 +15,7 @@ mod json;
 mod params;
 pub mod response;
 mod status;
+mod targets;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -135,6 +136,7 @@ async fn route(
             "GET, POST",
             api::series(state, p).await
         ),
+        "/api/v1/targets" => only!(get, "/api/v1/targets", "GET", targets::targets(state, p)),
         "/api/v1/labels" => only!(
             get || post,
             "/api/v1/labels",

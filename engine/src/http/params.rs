@@ -80,13 +80,18 @@ impl ParamError {
     }
 }
 
-/// Reads time parameter `name`, `default` when it is absent or empty.
+/// Reads optional time parameter `name` (`time` of a query, `start` and
+/// `end` of the metadata endpoints), `default` when absent or empty. Its
+/// errors carry Prometheus's extra "Invalid time value" wording, which the
+/// required `start`/`end` of a range query do not.
 pub fn time_param(p: &Params, name: &'static str, default: i64) -> Result<i64, ParamError> {
     let v = p.get(name);
     if v.is_empty() {
         return Ok(default);
     }
-    parse_time(v).map_err(|reason| ParamError::new(name, reason))
+    parse_time(v).map_err(|reason| {
+        ParamError::new(name, format!("Invalid time value for '{name}': {reason}"))
+    })
 }
 
 /// Parses a timestamp as the Prometheus API does: float unix seconds

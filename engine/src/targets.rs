@@ -1,0 +1,289 @@
+//! From the configuration to scrape loops: discovery per job, the target
+//! pipeline, and dealing targets to the shards that own them.
+//!
+//! Runs on the main thread. [`TargetManager::sync`] recomputes every job's
+//! targets (static, file and HTTP groups through relabeling) and sends each
+//! runtime thread the complete list it must scrape; the shard's scrape
+//! manager diffs it against its running loops by [`ScrapeTarget::key`], so a
+//! target whose labels, URL and job settings are unchanged keeps its loop.
+//! Files of `file_sd_configs` are checked for changes every
+//! [`FILE_SD_CHECK`] (size and modification time, re-read only on change).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use kiln_ingest::config::{Config, ScrapeConfig};
+use kiln_ingest::discovery::JobDiscovery;
+use kiln_ingest::scrape::ScrapeSettings;
+use kiln_ingest::target::{INSTANCE_LABEL, Target};
+use tokio::sync::mpsc;
+use xxhash_rust::xxh3::xxh3_64;
+
+use crate::scrape::{ScrapeCommand, ScrapeTarget};
+use crate::tsdb::owner;
+
+/// How often file_sd files are checked for changes.
+pub const FILE_SD_CHECK: Duration = Duration::from_secs(5);
+
+/// The logical shard a target's samples go to:
+/// `hash(job, instance) % logical`.
+pub fn shard_of(job: &str, instance: &str, logical: usize) -> usize {
+    let mut key = Vec::with_capacity(job.len() + instance.len() + 1);
+    key.extend_from_slice(job.as_bytes());
+    key.push(0xff);
+    key.extend_from_slice(instance.as_bytes());
+    (xxh3_64(&key) % logical.max(1) as u64) as usize
+}
+
+/// Keeps the shards' target lists in step with the configuration.
+pub struct TargetManager {
+    jobs: Vec<(ScrapeConfig, JobDiscovery)>,
+    logical: usize,
+    commands: Vec<mpsc::UnboundedSender<ScrapeCommand>>,
+    /// Each job's authorization header, computed once per configuration.
+    auth: BTreeMap<String, Option<String>>,
+}
+
+impl TargetManager {
+    /// A manager sending to the given shards' scrape managers.
+    pub fn new(logical: usize, commands: Vec<mpsc::UnboundedSender<ScrapeCommand>>) -> Self {
+        TargetManager {
+            jobs: Vec::new(),
+            logical,
+            commands,
+            auth: BTreeMap::new(),
+        }
+    }
+
+    /// Takes a (new) configuration and re-deals every target.
+    pub fn apply(&mut self, cfg: &Config) {
+        self.auth = cfg
+            .scrape_configs
+            .iter()
+            .map(|sc| (sc.job_name.clone(), authorization(sc)))
+            .collect();
+        self.jobs = cfg
+            .scrape_configs
+            .iter()
+            .map(|sc| (sc.clone(), JobDiscovery::new(sc)))
+            .collect();
+        for (_, d) in &mut self.jobs {
+            for e in d.refresh_files() {
+                log::error!("file discovery: {e}");
+            }
+        }
+        self.sync();
+    }
+
+    /// Re-reads changed discovery files; re-deals targets when any changed.
+    pub fn refresh(&mut self) {
+        let before: Vec<_> = self.jobs.iter().map(|(_, d)| d.targets()).collect();
+        for (_, d) in &mut self.jobs {
+            for e in d.refresh_files() {
+                log::error!("file discovery: {e}");
+            }
+        }
+        let after: Vec<_> = self.jobs.iter().map(|(_, d)| d.targets()).collect();
+        if before != after {
+            self.sync();
+        }
+    }
+
+    /// Total file discovery failures (for self-metrics).
+    pub fn file_failures(&self) -> u64 {
+        self.jobs.iter().map(|(_, d)| d.file_failures()).sum()
+    }
+
+    /// Computes every target and sends each shard its list.
+    pub fn sync(&self) {
+        let threads = self.commands.len();
+        let mut per_thread: Vec<Vec<ScrapeTarget>> = vec![Vec::new(); threads];
+        for (sc, d) in &self.jobs {
+            let set = d.targets();
+            for e in &set.errors {
+                log::warn!("job {}: {e}", sc.job_name);
+            }
+            if set.target_limit_exceeded {
+                log::error!(
+                    "job {}: {} targets exceed target_limit {}; scraping none of them",
+                    sc.job_name,
+                    set.active.len(),
+                    sc.limits.target_limit
+                );
+                continue;
+            }
+            let auth = self.auth.get(&sc.job_name).cloned().flatten();
+            for t in set.active {
+                let st = scrape_target(sc, t, auth.clone(), self.logical);
+                per_thread[owner(st.shard, threads)].push(st);
+            }
+        }
+        for (tx, targets) in self.commands.iter().zip(per_thread) {
+            // A shard that is gone is shutting down with the rest.
+            let _ = tx.send(ScrapeCommand::SetTargets(targets));
+        }
+    }
+}
+
+fn scrape_target(
+    sc: &ScrapeConfig,
+    t: Target,
+    authorization: Option<String>,
+    logical: usize,
+) -> ScrapeTarget {
+    let instance = t.labels.get(INSTANCE_LABEL).unwrap_or_default().to_owned();
+    let settings = ScrapeSettings {
+        target_labels: t.labels.clone(),
+        honor_labels: sc.honor_labels,
+        honor_timestamps: sc.honor_timestamps,
+        track_timestamps_staleness: sc.track_timestamps_staleness,
+        metric_relabel: sc.metric_relabel_configs.clone(),
+        sample_limit: sc.limits.sample_limit,
+        label_limit: sc.limits.label_limit,
+        label_name_length_limit: sc.limits.label_name_length_limit,
+        label_value_length_limit: sc.limits.label_value_length_limit,
+    };
+    // Everything that shapes what the loop does goes into its identity, so
+    // a changed setting restarts the loop and an unchanged one keeps it.
+    let identity = format!(
+        "{}\u{0}{}\u{0}{}\u{0}{:?}\u{0}{:?}\u{0}{:?}\u{0}{:?}",
+        sc.job_name, t.url, t.labels, t.scrape_interval, t.scrape_timeout, authorization, sc
+    );
+    ScrapeTarget {
+        key: xxh3_64(identity.as_bytes()),
+        shard: shard_of(&sc.job_name, &instance, logical),
+        job: sc.job_name.clone(),
+        url: t.url,
+        discovered_labels: t.discovered_labels,
+        interval: t.scrape_interval,
+        timeout: t.scrape_timeout,
+        body_size_limit: sc.limits.body_size_limit,
+        authorization,
+        settings,
+    }
+}
+
+/// The `Authorization` header a job's scrapes send, if any.
+fn authorization(sc: &ScrapeConfig) -> Option<String> {
+    let read = |path: &str| match std::fs::read_to_string(path) {
+        Ok(s) => Some(s.trim().to_owned()),
+        Err(e) => {
+            log::error!("job {}: reading {path}: {e}", sc.job_name);
+            None
+        }
+    };
+    if let Some(b) = &sc.http.basic_auth {
+        let user = match &b.username_file {
+            Some(f) => read(f)?,
+            None => b.username.clone(),
+        };
+        let pass = match (&b.password, &b.password_file) {
+            (Some(p), _) => p.0.clone(),
+            (None, Some(f)) => read(f)?,
+            (None, None) => String::new(),
+        };
+        return Some(format!(
+            "Basic {}",
+            base64(format!("{user}:{pass}").as_bytes())
+        ));
+    }
+    if let Some(a) = &sc.http.authorization {
+        let cred = match (&a.credentials, &a.credentials_file) {
+            (Some(c), _) => c.0.clone(),
+            (None, Some(f)) => read(f)?,
+            (None, None) => return None,
+        };
+        return Some(format!("{} {cred}", a.kind));
+    }
+    None
+}
+
+/// Standard base64 with padding (RFC 4648), for basic auth.
+fn base64(data: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_rfc4648_vectors() {
+        let cases = [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+            ("user:pass", "dXNlcjpwYXNz"),
+        ];
+        for (i, o) in cases {
+            assert_eq!(base64(i.as_bytes()), o, "{i}");
+        }
+    }
+
+    #[test]
+    fn targets_spread_over_logical_shards_stably() {
+        let mut counts = [0usize; 4];
+        for i in 0..400 {
+            let s = shard_of("node", &format!("10.0.{}.{}:9100", i / 256, i % 256), 4);
+            assert_eq!(
+                s,
+                shard_of("node", &format!("10.0.{}.{}:9100", i / 256, i % 256), 4)
+            );
+            counts[s] += 1;
+        }
+        assert!(counts.iter().all(|&c| c > 50), "{counts:?}");
+    }
+
+    #[test]
+    fn jobs_become_targets_with_identity_and_auth() {
+        let cfg = Config::parse(
+            "scrape_configs:\n  - job_name: a\n    scrape_interval: 5s\n    basic_auth:\n      username: user\n      password: pass\n    static_configs:\n      - targets: ['h1:1', 'h2:2']\n",
+            "test.yml",
+        )
+        .unwrap();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut m = TargetManager::new(2, vec![tx]);
+        m.apply(&cfg);
+        let Some(ScrapeCommand::SetTargets(ts)) = rx.try_recv().ok() else {
+            panic!("no targets sent");
+        };
+        assert_eq!(ts.len(), 2);
+        let t = ts.iter().find(|t| t.url == "http://h1:1/metrics").unwrap();
+        assert_eq!(t.interval, Duration::from_secs(5));
+        assert_eq!(t.authorization.as_deref(), Some("Basic dXNlcjpwYXNz"));
+        assert_eq!(t.settings.target_labels.get("instance"), Some("h1:1"));
+        assert_eq!(t.shard, shard_of("a", "h1:1", 2));
+        // The same configuration again gives the same identities.
+        m.apply(&cfg);
+        let Some(ScrapeCommand::SetTargets(again)) = rx.try_recv().ok() else {
+            panic!("no targets sent");
+        };
+        let keys = |v: &[ScrapeTarget]| {
+            let mut k: Vec<u64> = v.iter().map(|t| t.key).collect();
+            k.sort_unstable();
+            k
+        };
+        assert_eq!(keys(&ts), keys(&again));
+    }
+}

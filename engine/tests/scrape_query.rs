@@ -1,0 +1,212 @@
+//! End to end through the HTTP API only: kiln scrapes test targets, and
+//! what it answers is checked against the targets' payload function (the
+//! independent truth), including staleness when a target goes away and
+//! recovery of the data after a restart.
+
+mod common;
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::{Kiln, targets};
+use serde_json::Value;
+
+const SLOT_MS: i64 = 1000;
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64
+}
+
+fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+fn query(kiln: &Kiln, q: &str, t_ms: i64) -> Value {
+    let r = kiln.get(&format!(
+        "/api/v1/query?query={}&time={}.{:03}",
+        enc(q),
+        t_ms / 1000,
+        t_ms % 1000
+    ));
+    assert_eq!(r.status, 200, "{q}: {}", r.text());
+    r.json()
+}
+
+fn write_config(dir: &std::path::Path, addrs: &[std::net::SocketAddr]) -> std::path::PathBuf {
+    let list: Vec<String> = addrs.iter().map(|a| format!("\"{a}\"")).collect();
+    let path = dir.join("prometheus.yml");
+    std::fs::write(
+        &path,
+        format!(
+            "global:\n  scrape_interval: 500ms\n  scrape_timeout: 400ms\n\
+             scrape_configs:\n  - job_name: e2e\n    static_configs:\n      - targets: [{}]\n",
+            list.join(", ")
+        ),
+    )
+    .expect("write config");
+    path
+}
+
+/// Polls `f` every 100 ms until it returns `Some`, at most `limit`.
+fn eventually<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    None
+}
+
+/// The value and timestamp kiln returns for `q` (one series expected).
+fn single(v: &Value) -> Option<(f64, f64)> {
+    let r = v["data"]["result"].as_array()?;
+    if r.len() != 1 {
+        return None;
+    }
+    let p = r[0]["value"].as_array()?;
+    Some((p[0].as_f64()?, p[1].as_str()?.parse().ok()?))
+}
+
+#[test]
+fn scraped_samples_come_back_through_the_query_api() {
+    let t = targets::start(2, SLOT_MS);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cfg = write_config(dir.path(), &t.addrs);
+    let kiln = Kiln::start(&[&format!("--config.file={}", cfg.display())]);
+
+    // Both targets up.
+    let up = eventually(Duration::from_secs(15), || {
+        let v = query(&kiln, "sum(up)", now_ms());
+        single(&v).filter(|&(_, v)| v == 2.0)
+    });
+    assert!(up.is_some(), "targets never came up");
+
+    // Wait for a few slots, then check a whole window against the payload.
+    std::thread::sleep(Duration::from_millis(7 * SLOT_MS as u64));
+    let eval = (now_ms() - 2 * SLOT_MS) / SLOT_MS * SLOT_MS;
+    for (idx, addr) in t.addrs.iter().enumerate() {
+        let sel = format!("test_requests_total{{instance=\"{addr}\",path=\"/a\"}}");
+        let v = query(&kiln, &sel, eval);
+        let (ts, value) = single(&v).unwrap_or_else(|| panic!("{sel}: {v}"));
+        // The newest sample at or before `eval` is the slot starting there.
+        let want_line = targets::payload(idx, eval / SLOT_MS, SLOT_MS)
+            .lines()
+            .find(|l| l.starts_with("test_requests_total{path=\"/a\"}"))
+            .map(str::to_owned)
+            .expect("payload line");
+        let want: f64 = want_line.split(' ').nth(1).unwrap().parse().unwrap();
+        assert_eq!(ts, eval as f64 / 1000.0, "{sel}: {v}");
+        assert_eq!(value, want, "{sel}: {v}");
+
+        // Every sample of a 5-slot window, in order.
+        let start = eval - 4 * SLOT_MS;
+        let r = kiln
+            .get(&format!(
+                "/api/v1/query_range?query={}&start={}&end={}&step=1",
+                enc(&sel),
+                start / 1000,
+                eval / 1000
+            ))
+            .json();
+        let values = r["data"]["result"][0]["values"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{r}"))
+            .clone();
+        assert_eq!(values.len(), 5, "{r}");
+        for (k, p) in values.iter().enumerate() {
+            let slot = start / SLOT_MS + k as i64;
+            let line = targets::payload(idx, slot, SLOT_MS);
+            let want: f64 = line
+                .lines()
+                .find(|l| l.starts_with("test_requests_total{path=\"/a\"}"))
+                .and_then(|l| l.split(' ').nth(1))
+                .and_then(|v| v.parse().ok())
+                .expect("payload value");
+            assert_eq!(p[1].as_str().unwrap().parse::<f64>().unwrap(), want, "{r}");
+        }
+    }
+
+    // The report series of a healthy scrape.
+    let v = query(
+        &kiln,
+        &format!("scrape_samples_scraped{{instance=\"{}\"}}", t.addrs[0]),
+        now_ms(),
+    );
+    let samples = targets::payload(0, 1, SLOT_MS)
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .count();
+    assert_eq!(single(&v).map(|p| p.1), Some(samples as f64), "{v}");
+
+    // Series and label APIs agree with the payload's shape.
+    let r = kiln
+        .get(&format!(
+            "/api/v1/series?match[]={}",
+            enc("test_requests_total")
+        ))
+        .json();
+    assert_eq!(r["data"].as_array().map(Vec::len), Some(4), "{r}");
+    let r = kiln.get("/api/v1/label/path/values").json();
+    assert_eq!(r["data"], serde_json::json!(["/a", "/b"]), "{r}");
+    let r = kiln.get("/api/v1/labels").json();
+    let names: Vec<&str> = r["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    for n in ["__name__", "instance", "job", "le", "path"] {
+        assert!(names.contains(&n), "{n} missing from {r}");
+    }
+
+    // A target that goes away: up drops to 0 (its samples carry their own
+    // timestamps, so, as in Prometheus, they are not marked stale).
+    drop(t);
+    let down = eventually(Duration::from_secs(10), || {
+        let v = query(&kiln, "sum(up)", now_ms());
+        single(&v).filter(|&(_, v)| v == 0.0)
+    });
+    assert!(down.is_some(), "up never dropped to 0");
+}
+
+#[test]
+fn data_survives_a_restart() {
+    let t = targets::start(1, SLOT_MS);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cfg = write_config(dir.path(), &t.addrs);
+    let arg = format!("--config.file={}", cfg.display());
+    let kiln = Kiln::start(&[&arg]);
+    let seen = eventually(Duration::from_secs(15), || {
+        let v = query(&kiln, "count(test_requests_total)", now_ms());
+        single(&v).filter(|&(_, v)| v == 2.0)
+    });
+    assert!(seen.is_some(), "no samples scraped");
+    std::thread::sleep(Duration::from_millis(2 * SLOT_MS as u64));
+    let eval = now_ms() - SLOT_MS;
+    let before = query(&kiln, "test_requests_total", eval);
+    drop(t);
+    let (status, data) = kiln.stop();
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "kiln did not exit cleanly: {status:?}"
+    );
+
+    let kiln = Kiln::start_in(data, &[&arg]);
+    let after = query(&kiln, "test_requests_total", eval);
+    assert_eq!(
+        before["data"], after["data"],
+        "data changed across a restart"
+    );
+}

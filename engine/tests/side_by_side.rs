@@ -1,0 +1,279 @@
+//! kiln next to a real Prometheus (Debian's package; `scripts/test.sh`
+//! installs it): both scrape the same targets with the same prometheus.yml
+//! for about a minute, then must give the same answers to the same queries.
+//!
+//! The targets put explicit timestamps on their samples (one slot = two
+//! scrape intervals), so both servers store identical data whatever their
+//! scrape phases; answers are compared exactly for labels and timestamps
+//! and with promqltest's float tolerance for values (sums may add in a
+//! different order).
+
+mod common;
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::{Kiln, request, targets};
+use serde_json::Value;
+
+const SCRAPE_MS: i64 = 1000;
+const SLOT_MS: i64 = 2 * SCRAPE_MS;
+const RUN: Duration = Duration::from_secs(60);
+
+struct Prometheus {
+    child: Child,
+    addr: std::net::SocketAddr,
+    _data: tempfile::TempDir,
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+fn start_prometheus(config: &std::path::Path) -> Prometheus {
+    let data = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let child = Command::new("prometheus")
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!("--storage.tsdb.path={}", data.path().display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("`prometheus` must be installed (scripts/test.sh installs it with apt)");
+    let p = Prometheus {
+        child,
+        addr: format!("127.0.0.1:{port}").parse().expect("addr"),
+        _data: data,
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if std::net::TcpStream::connect(p.addr).is_ok()
+            && request(p.addr, "GET", "/-/ready", &[], b"").status == 200
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "prometheus did not become ready");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    p
+}
+
+fn get_json(addr: std::net::SocketAddr, path: &str) -> Value {
+    let r = request(addr, "GET", path, &[], b"");
+    serde_json::from_slice(&r.body).unwrap_or_else(|e| {
+        panic!(
+            "{addr}{path}: not JSON ({e}): {}",
+            String::from_utf8_lossy(&r.body)
+        )
+    })
+}
+
+fn enc(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Values compare with promqltest's tolerance; everything else exactly.
+fn same(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::String(x), Value::String(y)) if x != y => {
+            match (x.parse::<f64>(), y.parse::<f64>()) {
+                (Ok(x), Ok(y)) => {
+                    x == y
+                        || (x.is_nan() && y.is_nan())
+                        || (x - y).abs() <= 1e-6 * x.abs().max(y.abs()).max(1e-300)
+                }
+                _ => false,
+            }
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(a, b)| same(a, b))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| same(v, w)))
+        }
+        _ => a == b,
+    }
+}
+
+/// Orders vector/matrix results by their label sets (Prometheus does not
+/// promise an order unless the query sorts), and drops `infos`: info
+/// annotations are Prometheus 3's, which 2.42 does not send.
+fn canonical(mut v: Value, sorted: bool) -> Value {
+    if let Some(o) = v.as_object_mut() {
+        o.remove("infos");
+    }
+    if !sorted && let Some(Value::Array(items)) = v.pointer_mut("/data/result") {
+        items.sort_by_key(|i| i.get("metric").map(|m| m.to_string()).unwrap_or_default());
+    }
+    v
+}
+
+#[test]
+fn kiln_answers_as_prometheus_does_on_the_same_data() {
+    let t = targets::start(3, SLOT_MS);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("prometheus.yml");
+    let list: Vec<String> = t.addrs.iter().map(|a| format!("\"{a}\"")).collect();
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: {SCRAPE_MS}ms\n  scrape_timeout: 900ms\n\
+             scrape_configs:\n  - job_name: sbs\n    static_configs:\n      - targets: [{}]\n        labels:\n          env: test\n",
+            list.join(", ")
+        ),
+    )
+    .expect("write config");
+    let prom = start_prometheus(&config);
+    let kiln = Kiln::start(&[&format!("--config.file={}", config.display())]);
+    let started = now_ms();
+    std::thread::sleep(RUN);
+
+    // Evaluate a few slots back, so both servers have scraped every slot up
+    // to it, and half a slot off the sample grid: Prometheus 2.42 (the
+    // Debian package) includes a sample exactly at a range's left edge,
+    // Prometheus 3 and kiln do not (docs/compatibility.md), and off-grid
+    // windows never have one there.
+    let eval = (now_ms() - 3 * SLOT_MS) / SLOT_MS * SLOT_MS + SLOT_MS / 2;
+    let range_start = (started + 8 * SLOT_MS) / SLOT_MS * SLOT_MS + SLOT_MS / 2;
+    assert!(range_start + 10 * SLOT_MS < eval, "run too short");
+    let secs = |ms: i64| format!("{}.{:03}", ms / 1000, ms % 1000);
+
+    let instant = [
+        ("test_requests_total", false),
+        ("test_temperature_celsius", false),
+        ("rate(test_requests_total[10s])", false),
+        ("increase(test_requests_total[20s])", false),
+        ("sum by (path) (rate(test_requests_total[10s]))", false),
+        ("topk(2, test_temperature_celsius)", false),
+        ("sort_desc(test_requests_total)", true),
+        (
+            "histogram_quantile(0.9, sum by (le) (rate(test_latency_seconds_bucket[10s])))",
+            false,
+        ),
+        ("avg_over_time(test_temperature_celsius[30s])", false),
+        ("test_temperature_celsius[30s]", false),
+        ("test_requests_total offset 10s", false),
+        ("count by (instance) (test_requests_total)", false),
+        (
+            "test_requests_total / on(instance, job, env) group_left test_temperature_celsius",
+            false,
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (q, sorted) in instant {
+        let path = format!("/api/v1/query?query={}&time={}", enc(q), secs(eval));
+        let a = canonical(get_json(prom.addr, &path), sorted);
+        let b = canonical(get_json(kiln.addr, &path), sorted);
+        if a["data"]["result"].as_array().is_none_or(|r| r.is_empty()) {
+            failures.push(format!("{q}: prometheus returned no data: {a}"));
+        } else if !same(&a, &b) {
+            failures.push(format!("{q}:\n  prometheus: {a}\n  kiln:       {b}"));
+        }
+    }
+    // Every range below is a whole number of slots, so with off-grid
+    // evaluation times no window edge falls on a sample.
+    let range = [
+        "test_requests_total",
+        "rate(test_requests_total[10s])",
+        "sum by (path) (rate(test_requests_total[10s]))",
+        "histogram_quantile(0.5, rate(test_latency_seconds_bucket[6s]))",
+        "max_over_time(test_temperature_celsius[4s])",
+    ];
+    for q in range {
+        let path = format!(
+            "/api/v1/query_range?query={}&start={}&end={}&step={}",
+            enc(q),
+            secs(range_start),
+            secs(eval),
+            secs(SLOT_MS)
+        );
+        let a = canonical(get_json(prom.addr, &path), false);
+        let b = canonical(get_json(kiln.addr, &path), false);
+        if a["data"]["result"].as_array().is_none_or(|r| r.is_empty()) {
+            failures.push(format!("{q}: prometheus returned no data: {a}"));
+        } else if !same(&a, &b) {
+            failures.push(format!("range {q}:\n  prometheus: {a}\n  kiln:       {b}"));
+        }
+    }
+    let window = format!("start={}&end={}", secs(range_start), secs(eval));
+    let metadata = [
+        format!(
+            "/api/v1/series?match[]={}&{window}",
+            enc("{__name__=~\"test_.*\"}")
+        ),
+        format!(
+            "/api/v1/labels?match[]={}&{window}",
+            enc("test_requests_total")
+        ),
+        format!(
+            "/api/v1/label/instance/values?match[]={}&{window}",
+            enc("test_temperature_celsius")
+        ),
+        format!("/api/v1/label/path/values?{window}"),
+    ];
+    for path in &metadata {
+        let mut a = get_json(prom.addr, path);
+        let mut b = get_json(kiln.addr, path);
+        for v in [&mut a, &mut b] {
+            if let Some(Value::Array(items)) = v.pointer_mut("/data") {
+                items.sort_by_key(|i| i.to_string());
+            }
+        }
+        if !same(&a, &b) {
+            failures.push(format!("{path}:\n  prometheus: {a}\n  kiln:       {b}"));
+        }
+    }
+    // Errors: same type and text for the same mistake.
+    for path in [
+        "/api/v1/query?query=sum(",
+        "/api/v1/query_range?query=up&start=10&end=1&step=1",
+        "/api/v1/query_range?query=up&start=1&end=10&step=0",
+        "/api/v1/query?query=up&time=yesterday",
+        "/api/v1/series",
+    ] {
+        let a = request(prom.addr, "GET", path, &[], b"");
+        let b = request(kiln.addr, "GET", path, &[], b"");
+        let (ja, jb): (Value, Value) = (
+            serde_json::from_slice(&a.body).unwrap_or_default(),
+            serde_json::from_slice(&b.body).unwrap_or_default(),
+        );
+        if a.status != b.status || ja != jb {
+            failures.push(format!(
+                "{path}:\n  prometheus: {} {ja}\n  kiln:       {} {jb}",
+                a.status, b.status
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} differences:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64
+}
