@@ -27,6 +27,9 @@ pub struct Cli {
 /// kiln's tools, in the spirit of `promtool`.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Check files for validity, as `promtool check` does.
+    #[command(subcommand)]
+    Check(CheckCommand),
     /// Run PromQL test scripts (Prometheus's promqltest format) against
     /// kiln's engine and print `N passed, M failed, K skipped`.
     #[command(name = "promql-test")]
@@ -38,6 +41,17 @@ pub enum Command {
     /// Inspect a data directory.
     #[command(subcommand)]
     Tsdb(TsdbCommand),
+}
+
+/// `kiln check …`.
+#[derive(Debug, Subcommand)]
+pub enum CheckCommand {
+    /// Check that Prometheus configuration files are valid.
+    Config {
+        /// The configuration files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
 }
 
 /// `kiln tsdb …`.

@@ -1,5 +1,5 @@
-//! The subcommands that are not the server: `kiln promql-test` and
-//! `kiln tsdb analyze`. Each writes its report to
+//! The subcommands that are not the server: `kiln check config`,
+//! `kiln promql-test` and `kiln tsdb analyze`. Each writes its report to
 //! stdout/stderr and returns the process exit code.
 
 use std::collections::BTreeMap;
@@ -9,11 +9,14 @@ use std::path::{Path, PathBuf};
 use kiln_query::EngineOptions;
 use kiln_storage::{Head, HeadOptions, WalOptions};
 
-use crate::cli::{Command, TsdbCommand};
+use kiln_ingest::config::Config;
+
+use crate::cli::{CheckCommand, Command, TsdbCommand};
 
 /// Runs a subcommand; returns the exit code.
 pub fn run(cmd: Command) -> i32 {
     match cmd {
+        Command::Check(CheckCommand::Config { files }) => check_config(&files),
         Command::PromqlTest { files } => promql_test(&files),
         Command::Tsdb(TsdbCommand::Analyze { dir, limit }) => match analyze(&dir, limit) {
             Ok(report) => {
@@ -26,6 +29,44 @@ pub fn run(cmd: Command) -> i32 {
             }
         },
     }
+}
+
+/// `kiln check config FILE…`, worded as `promtool check config`: exit code
+/// 1 when any file is invalid.
+fn check_config(files: &[PathBuf]) -> i32 {
+    let mut failed = false;
+    for f in files {
+        println!("Checking {}", f.display());
+        match Config::load(f) {
+            Ok(cfg) => {
+                println!(
+                    " SUCCESS: {} is valid prometheus config file syntax",
+                    f.display()
+                );
+                let base = f.parent().unwrap_or(Path::new("."));
+                let mut rule_files = 0;
+                for pattern in &cfg.rule_files {
+                    let full = base.join(pattern);
+                    match glob::glob(&full.to_string_lossy()) {
+                        Ok(paths) => rule_files += paths.flatten().count(),
+                        Err(e) => {
+                            println!("  FAILED: invalid rule file pattern {pattern:?}: {e}");
+                            failed = true;
+                        }
+                    }
+                }
+                if rule_files > 0 {
+                    println!("  SUCCESS: {rule_files} rule files found");
+                }
+            }
+            Err(e) => {
+                println!("  FAILED: {e}");
+                failed = true;
+            }
+        }
+        println!();
+    }
+    i32::from(failed)
 }
 
 /// `kiln promql-test FILE…`: exit code 1 when any eval failed.

@@ -48,3 +48,51 @@ fn promql_test_runs_scripts_and_reports_failures() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+#[test]
+fn check_config_agrees_with_promtool() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../testdata/configs");
+    // Files Prometheus 2.42 (Debian's promtool) can judge: Debian's own and
+    // the compliance suite's, plus broken ones written here.
+    let mut files: Vec<std::path::PathBuf> = [
+        "debian-prometheus.yml",
+        "debian-example-prometheus.yml",
+        "promql-compliance-prometheus.yml",
+    ]
+    .iter()
+    .map(|f| std::path::Path::new(root).join(f))
+    .collect();
+    let broken = [
+        "global:\n  scrape_interval: 15x\n",
+        "global:\n  no_such_field: 1\n",
+        "scrape_configs:\n  - job_name: a\n    scrape_interval: 5s\n    scrape_timeout: 10s\n",
+        "scrape_configs:\n  - job_name: a\n  - job_name: a\n",
+        "scrape_configs:\n  - job_name: a\n    relabel_configs:\n      - action: explode\n",
+        "scrape_configs:\n  - job_name: a\n    relabel_configs:\n      - source_labels: [x]\n        regex: '(unclosed'\n",
+        "scrape_configs:\n  - job_name: a\n    static_configs:\n      - targets: 'not-a-list'\n",
+        "scrape_configs:\n  - job_name: a\n    static_configs:\n      - targets: ['h:1']\n        labels:\n          x: y\n",
+    ];
+    for (i, text) in broken.iter().enumerate() {
+        let p = dir.path().join(format!("case{i}.yml"));
+        std::fs::write(&p, text).unwrap();
+        files.push(p);
+    }
+    for f in &files {
+        let ours = kiln().args(["check", "config"]).arg(f).output().unwrap();
+        let theirs = Command::new("promtool")
+            .args(["check", "config"])
+            .arg(f)
+            .output()
+            .expect("promtool must be installed (scripts/test.sh installs the prometheus package)");
+        assert_eq!(
+            ours.status.code(),
+            theirs.status.code(),
+            "{}:\nkiln: {}\npromtool: {}{}",
+            f.display(),
+            String::from_utf8_lossy(&ours.stdout),
+            String::from_utf8_lossy(&theirs.stdout),
+            String::from_utf8_lossy(&theirs.stderr)
+        );
+    }
+}
