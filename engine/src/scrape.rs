@@ -21,6 +21,7 @@ use std::collections::HashMap;
 use std::io::Read;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -30,11 +31,13 @@ use http_body_util::{BodyExt, Empty, Limited};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use kiln_ingest::exposition::Format;
-use kiln_ingest::scrape::{ScrapeCache, ScrapeSettings, ScrapeStats};
+use kiln_ingest::scrape::{ScrapeCache, ScrapeError, ScrapeSettings, ScrapeStats};
 use kiln_storage::Labels;
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::selfmetrics::ScrapeCounters;
+use crate::state::ServerState;
 use crate::tsdb::LogicalShard;
 
 /// Largest body kiln reads when a job sets no `body_size_limit`: far above
@@ -112,8 +115,9 @@ struct RunningLoop {
 pub async fn run_manager(
     mut commands: mpsc::UnboundedReceiver<ScrapeCommand>,
     shards: Vec<Rc<LogicalShard>>,
-    registry: Arc<TargetRegistry>,
+    state: Arc<ServerState>,
 ) {
+    let registry = &state.targets;
     let mut running: HashMap<u64, RunningLoop> = HashMap::new();
     while let Some(cmd) = commands.recv().await {
         match cmd {
@@ -152,7 +156,7 @@ pub async fn run_manager(
                     });
                     registry.lock().insert(k, status.clone());
                     let (stop, stopped) = oneshot::channel();
-                    tokio::task::spawn_local(scrape_loop(status, shard, stopped));
+                    tokio::task::spawn_local(scrape_loop(status, shard, state.clone(), stopped));
                     running.insert(k, RunningLoop { stop });
                 }
             }
@@ -184,6 +188,7 @@ fn delay_to_slot(now_ms: i64, interval_ms: i64, offset_ms: i64) -> i64 {
 async fn scrape_loop(
     status: Arc<TargetStatus>,
     shard: Rc<LogicalShard>,
+    state: Arc<ServerState>,
     mut stop: oneshot::Receiver<oneshot::Sender<()>>,
 ) {
     let t = &status.target;
@@ -208,6 +213,7 @@ async fn scrape_loop(
         };
         let duration = clock.elapsed();
         let outcome = ingest(&shard, &mut cache, t, fetched, t0, duration);
+        count(&state.metrics.scrapes, &outcome);
         {
             let mut h = status.health.lock();
             h.last_scrape = Some(started);
@@ -220,7 +226,7 @@ async fn scrape_loop(
                 }
                 Err(e) => {
                     h.health = "down";
-                    h.last_error.clone_from(e);
+                    h.last_error.clone_from(&e.message);
                     h.last_samples = 0;
                 }
             }
@@ -247,6 +253,35 @@ async fn scrape_loop(
     }
 }
 
+fn count(c: &ScrapeCounters, outcome: &Result<ScrapeStats, ScrapeFailure>) {
+    let add = |a: &std::sync::atomic::AtomicU64, n: u64| {
+        if n > 0 {
+            a.fetch_add(n, Ordering::Relaxed);
+        }
+    };
+    match outcome {
+        Ok(s) => {
+            add(&c.ok, 1);
+            add(&c.out_of_order, s.out_of_order);
+            add(&c.duplicate, s.duplicate);
+            add(&c.out_of_bounds, s.out_of_bounds);
+        }
+        Err(f) => {
+            add(&c.failed, 1);
+            add(&c.exceeded_sample_limit, u64::from(f.sample_limit));
+        }
+    }
+}
+
+/// Why a scrape failed, for the target's health and the counters.
+#[derive(Debug)]
+pub struct ScrapeFailure {
+    /// The error text `/api/v1/targets` shows.
+    pub message: String,
+    /// Whether `sample_limit` refused it.
+    pub sample_limit: bool,
+}
+
 /// Appends one scrape's outcome to the head: the samples and report series
 /// on success; staleness markers and `up` = 0 on failure.
 fn ingest(
@@ -256,11 +291,12 @@ fn ingest(
     fetched: Result<(Bytes, Option<String>), String>,
     t0: i64,
     duration: Duration,
-) -> Result<ScrapeStats, String> {
+) -> Result<ScrapeStats, ScrapeFailure> {
     let mut head = shard.head.borrow_mut();
     let target_labels = &t.settings.target_labels;
     let dur_s = duration.as_secs_f64();
-    let error = match fetched {
+    let mut sample_limit = false;
+    let message = match fetched {
         Ok((body, content_type)) => {
             let format = Format::from_content_type(content_type.as_deref());
             let mut app = head.appender();
@@ -279,6 +315,7 @@ fn ingest(
                 }
                 Err(e) => {
                     app.rollback();
+                    sample_limit = matches!(e, ScrapeError::SampleLimit);
                     e.to_string()
                 }
             }
@@ -295,7 +332,10 @@ fn ingest(
         log::warn!("target {}: writing staleness markers: {e}", t.url);
     }
     cache.commit(pending);
-    Err(error)
+    Err(ScrapeFailure {
+        message,
+        sample_limit,
+    })
 }
 
 /// One target's HTTP client: a single keep-alive connection, reopened

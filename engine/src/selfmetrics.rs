@@ -26,8 +26,27 @@ pub const PROMETHEUS_API_VERSION: &str = "3.0.0";
 /// One metric family: name, type, help and its samples (label text, value).
 type Family = (&'static str, &'static str, &'static str, Vec<(String, f64)>);
 
+/// Scrape outcomes, counted once per scrape (not per sample).
+#[derive(Debug, Default)]
+pub struct ScrapeCounters {
+    /// Scrapes that succeeded.
+    pub ok: AtomicU64,
+    /// Scrapes that failed (connection, status, body, limits).
+    pub failed: AtomicU64,
+    /// Scrapes refused for exceeding `sample_limit`.
+    pub exceeded_sample_limit: AtomicU64,
+    /// Samples rejected as out of order.
+    pub out_of_order: AtomicU64,
+    /// Samples rejected as a second value at a timestamp.
+    pub duplicate: AtomicU64,
+    /// Samples rejected as too old.
+    pub out_of_bounds: AtomicU64,
+}
+
 /// Process-wide self-metrics.
 pub struct SelfMetrics {
+    /// Scrape outcomes.
+    pub scrapes: ScrapeCounters,
     http_requests: Mutex<BTreeMap<(&'static str, u16), u64>>,
     reload_successful: AtomicBool,
     reload_success_time: AtomicU64,
@@ -40,6 +59,7 @@ impl SelfMetrics {
     /// Fresh metrics; the initial config load counts as the first reload.
     pub fn new() -> Self {
         SelfMetrics {
+            scrapes: ScrapeCounters::default(),
             http_requests: Mutex::new(BTreeMap::new()),
             reload_successful: AtomicBool::new(false),
             reload_success_time: AtomicU64::new(0),
@@ -231,6 +251,47 @@ impl SelfMetrics {
             "gauge",
             "1 when every WAL writes through io_uring, 0 when some use the pwrite fallback.",
             &[(String::new(), f64::from(u8::from(uring)))],
+        );
+        let sc = &self.scrapes;
+        let n = |a: &AtomicU64| vec![(String::new(), a.load(Ordering::Relaxed) as f64)];
+        family(
+            "kiln_scrapes_total",
+            "counter",
+            "Scrapes by outcome.",
+            &[
+                (
+                    "{result=\"ok\"}".to_owned(),
+                    sc.ok.load(Ordering::Relaxed) as f64,
+                ),
+                (
+                    "{result=\"failed\"}".to_owned(),
+                    sc.failed.load(Ordering::Relaxed) as f64,
+                ),
+            ],
+        );
+        family(
+            "prometheus_target_scrapes_exceeded_sample_limit_total",
+            "counter",
+            "Total number of scrapes that hit the sample limit and were rejected.",
+            &n(&sc.exceeded_sample_limit),
+        );
+        family(
+            "prometheus_target_scrapes_sample_out_of_order_total",
+            "counter",
+            "Total number of samples rejected due to not being out of the expected order.",
+            &n(&sc.out_of_order),
+        );
+        family(
+            "prometheus_target_scrapes_sample_duplicate_timestamp_total",
+            "counter",
+            "Total number of samples rejected due to duplicate timestamps but different values.",
+            &n(&sc.duplicate),
+        );
+        family(
+            "prometheus_target_scrapes_sample_out_of_bounds_total",
+            "counter",
+            "Total number of samples rejected due to timestamp falling outside of the time bounds.",
+            &n(&sc.out_of_bounds),
         );
         family(
             "prometheus_sd_file_read_errors_total",

@@ -107,6 +107,12 @@ pub fn run(flags: ServerFlags) -> Result<(), ServerError> {
         data_dir: flags.storage_path.clone(),
         head: HeadOptions::default(),
         wal: WalOptions::default(),
+        // Prometheus: 0 means the default, 15 days.
+        retention: if flags.retention_time.is_zero() {
+            std::time::Duration::from_secs(15 * 86_400)
+        } else {
+            flags.retention_time
+        },
     };
     let (mut mailboxes, mut inboxes) = (Vec::new(), Vec::new());
     let (mut scrape_txs, mut scrape_rxs) = (Vec::new(), Vec::new());

@@ -252,6 +252,54 @@ pub struct StorageConfig {
     pub head: HeadOptions,
     /// WAL settings.
     pub wal: WalOptions,
+    /// How long samples are kept (`--storage.tsdb.retention.time`).
+    pub retention: Duration,
+}
+
+/// How often a shard checks whether its heads hold samples past retention.
+const RETENTION_CHECK: Duration = Duration::from_secs(60);
+
+/// Slack before a head is truncated: truncation checkpoints the WAL, so it
+/// runs once per this much expired data rather than every check.
+const RETENTION_SLACK_MS: i64 = 3_600_000;
+
+/// Drops samples older than the retention from the thread's heads.
+///
+/// Until blocks land (a later issue) the head holds everything, so this is
+/// what bounds memory and the WAL: a head is truncated to `now - retention`
+/// once its oldest sample is an hour past that, which also checkpoints its
+/// WAL to the live series.
+pub async fn retention_loop(local: Rc<LocalShards>, retention: Duration) {
+    let keep_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+    let mut tick = tokio::time::interval(RETENTION_CHECK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let cutoff = now.saturating_sub(keep_ms);
+        for s in &local.shards {
+            let due = s
+                .head
+                .borrow()
+                .min_time()
+                .is_some_and(|t| t < cutoff.saturating_sub(RETENTION_SLACK_MS));
+            if due {
+                let started = std::time::Instant::now();
+                if let Err(e) = s.head.borrow_mut().truncate_below(cutoff) {
+                    log::error!("shard {}: truncating the head for retention: {e}", s.id);
+                }
+                log::info!(
+                    "shard {}: head truncated below {cutoff} in {:?}",
+                    s.id,
+                    started.elapsed()
+                );
+                s.publish();
+            }
+            tokio::task::yield_now().await;
+        }
+    }
 }
 
 impl LocalShards {

@@ -210,3 +210,40 @@ fn data_survives_a_restart() {
         "data changed across a restart"
     );
 }
+
+#[test]
+fn sample_limit_fails_the_scrape_visibly() {
+    let t = targets::start(1, SLOT_MS);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &path,
+        format!(
+            "global:\n  scrape_interval: 500ms\n  scrape_timeout: 400ms\n\
+             scrape_configs:\n  - job_name: limited\n    sample_limit: 5\n    static_configs:\n      - targets: [\"{}\"]\n",
+            t.addrs[0]
+        ),
+    )
+    .expect("write config");
+    let kiln = Kiln::start(&[&format!("--config.file={}", path.display())]);
+    let target = eventually(Duration::from_secs(15), || {
+        let r = kiln.get("/api/v1/targets").json();
+        let t = r["data"]["activeTargets"][0].clone();
+        (t["health"] == "down").then_some(t)
+    })
+    .expect("the target never went down");
+    assert_eq!(target["lastError"], "sample limit exceeded", "{target}");
+    assert_eq!(target["scrapePool"], "limited");
+    let v = query(&kiln, "up", now_ms());
+    assert_eq!(single(&v).map(|p| p.1), Some(0.0), "{v}");
+    // Nothing of the refused scrapes was stored.
+    let v = query(&kiln, "count(test_requests_total)", now_ms());
+    assert_eq!(v["data"]["result"], serde_json::json!([]), "{v}");
+    let metrics = kiln.get("/metrics").text();
+    let limited = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("prometheus_target_scrapes_exceeded_sample_limit_total "))
+        .and_then(|v| v.parse::<f64>().ok())
+        .expect("metric present");
+    assert!(limited >= 1.0, "{metrics}");
+}
