@@ -364,3 +364,15 @@ fn select_respects_max_samples() {
     };
     assert_eq!(head.select(&[], &hints).unwrap().sample_count(), 10);
 }
+
+/// A head may be built on one thread and moved to its shard's thread.
+#[test]
+fn head_is_send() {
+    fn assert_send<T: Send>(_: &T) {}
+    let head = Head::new(HeadOptions::default());
+    assert_send(&head);
+    let moved = std::thread::spawn(move || head.num_series())
+        .join()
+        .unwrap();
+    assert_eq!(moved, 0);
+}
