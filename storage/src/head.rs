@@ -317,6 +317,9 @@ impl Head {
         let (wal, mut stats) = Wal::open(wal_dir, wal, |rec| head.replay(rec))?;
         stats.series = head.live;
         stats.samples = head.counters.samples_appended;
+        // Replayed samples were appended before this process started; the
+        // counter counts this process's appends, as Prometheus's does.
+        head.counters.samples_appended = 0;
         head.counters.wal_io_uring = wal.uses_io_uring();
         head.counters.wal_truncations = u64::from(stats.truncated_bytes > 0);
         head.counters.wal_corruptions = stats.corrupt_records;
