@@ -244,6 +244,19 @@ impl Run {
             self.head.label_values("job", ms, lo, hi),
             jobs.into_iter().collect::<Vec<_>>()
         );
+        // The running memory totals count every stored sample: exactly the
+        // visible ones until a truncation leaves invisible samples in a
+        // chunk that straddles it.
+        let visible: usize = model_select(&self.model, &[], i64::MIN, i64::MAX)
+            .iter()
+            .map(|s| s.1.len())
+            .sum();
+        let stored = self.head.memory().samples;
+        if self.min_valid == i64::MIN {
+            prop_assert_eq!(stored, visible as u64);
+        } else {
+            prop_assert!(stored >= visible as u64);
+        }
         Ok(())
     }
 }
