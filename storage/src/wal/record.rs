@@ -101,6 +101,15 @@ impl<'a> Cursor<'a> {
         Ok(head)
     }
 
+    fn u8(&mut self) -> Result<u8, WalError> {
+        let (&b, rest) = self
+            .b
+            .split_first()
+            .ok_or_else(|| invalid("field longer than its record"))?;
+        self.b = rest;
+        Ok(b)
+    }
+
     fn str(&mut self) -> Result<&'a str, WalError> {
         let n = usize::try_from(self.uvarint()?).map_err(|_| invalid("length"))?;
         std::str::from_utf8(self.bytes(n)?).map_err(|_| invalid("label is not UTF-8"))
@@ -123,10 +132,14 @@ impl Iterator for SampleIter<'_> {
         let one = (|| {
             let id = self.c.id()?;
             let t = self.base.wrapping_add(self.c.varint()?);
-            let bits = self.c.bytes(8)?;
+            let n = usize::from(self.c.u8()?);
+            if n > 8 {
+                return Err(invalid("value longer than 8 bytes"));
+            }
+            // The `n` high bytes of the value, most significant first.
             let mut v = [0u8; 8];
-            v.copy_from_slice(bits);
-            Ok((id, t, f64::from_bits(u64::from_le_bytes(v))))
+            v[..n].copy_from_slice(self.c.bytes(n)?);
+            Ok((id, t, f64::from_bits(u64::from_be_bytes(v))))
         })();
         if one.is_err() {
             self.c.b = &[];
@@ -246,7 +259,12 @@ impl RecordBuf {
         }
         put_uvarint(&mut self.buf, u64::from(id));
         put_varint(&mut self.buf, t.wrapping_sub(self.base));
-        self.buf.extend_from_slice(&v.to_bits().to_le_bytes());
+        // Low zero bytes are dropped: integers and short binary fractions
+        // (0, 1, byte counts) need 1–6 bytes instead of 8.
+        let bits = v.to_bits();
+        let n = 8 - (bits.trailing_zeros() / 8) as usize;
+        self.buf.push(n as u8);
+        self.buf.extend_from_slice(&bits.to_be_bytes()[..n]);
     }
 
     /// Adds one chunk of a series (one record each).
