@@ -120,6 +120,7 @@ impl<'a> Cursor<'a> {
 pub(crate) struct SampleIter<'a> {
     c: Cursor<'a>,
     base: i64,
+    prev_id: i64,
 }
 
 impl Iterator for SampleIter<'_> {
@@ -130,7 +131,9 @@ impl Iterator for SampleIter<'_> {
             return None;
         }
         let one = (|| {
-            let id = self.c.id()?;
+            let id = self.prev_id.wrapping_add(self.c.varint()?);
+            self.prev_id = id;
+            let id = u32::try_from(id).map_err(|_| invalid("series id over u32"))?;
             let t = self.base.wrapping_add(self.c.varint()?);
             let n = usize::from(self.c.u8()?);
             if n > 8 {
@@ -167,7 +170,11 @@ pub(crate) fn decode(ty: u8, payload: &[u8]) -> Result<WalRecord<'_>, WalError> 
         }
         TYPE_SAMPLES => {
             let base = c.varint()?;
-            Ok(WalRecord::Samples(SampleIter { c, base }))
+            Ok(WalRecord::Samples(SampleIter {
+                c,
+                base,
+                prev_id: 0,
+            }))
         }
         TYPE_CHUNK => {
             let id = c.id()?;
@@ -189,6 +196,8 @@ pub(crate) struct RecordBuf {
     open: Option<(usize, u8)>,
     /// Base timestamp of the open samples record.
     base: i64,
+    /// Previous series id in the open samples record (0 at its start).
+    prev_id: i64,
 }
 
 impl RecordBuf {
@@ -245,19 +254,20 @@ impl RecordBuf {
 
     /// Adds a sample, to the open samples record or a new one.
     pub(crate) fn sample(&mut self, id: u32, t: i64, v: f64) {
-        if !matches!(self.open, Some((_, TYPE_SAMPLES))) {
-            self.begin(TYPE_SAMPLES);
-            self.base = t;
-            put_varint(&mut self.buf, t);
-        } else if let Some((start, _)) = self.open
-            && self.buf.len() - start >= TARGET_RECORD_LEN
-        {
+        let full = self
+            .open
+            .is_some_and(|(start, _)| self.buf.len() - start >= TARGET_RECORD_LEN);
+        if full || !matches!(self.open, Some((_, TYPE_SAMPLES))) {
             self.close();
             self.begin(TYPE_SAMPLES);
             self.base = t;
+            self.prev_id = 0;
             put_varint(&mut self.buf, t);
         }
-        put_uvarint(&mut self.buf, u64::from(id));
+        // Scrapes append their series in the same order every time, so
+        // consecutive ids are close: their difference is one byte.
+        put_varint(&mut self.buf, i64::from(id) - self.prev_id);
+        self.prev_id = i64::from(id);
         put_varint(&mut self.buf, t.wrapping_sub(self.base));
         // Low zero bytes are dropped: integers and short binary fractions
         // (0, 1, byte counts) need 1–6 bytes instead of 8.
