@@ -51,12 +51,23 @@ impl BitWriter {
         self.bytes.shrink_to_fit();
     }
 
+    /// Starts a new byte. Growth is by a quarter (at least 16 bytes)
+    /// rather than doubling: a head keeps one open chunk per series, and
+    /// doubling would leave a third of that memory unused on average.
+    #[inline]
+    fn new_byte(&mut self) {
+        if self.bytes.len() == self.bytes.capacity() {
+            self.bytes.reserve_exact((self.bytes.len() / 4).max(16));
+        }
+        self.bytes.push(0);
+        self.free = 8;
+    }
+
     /// Writes one bit.
     #[inline]
     pub fn write_bit(&mut self, bit: bool) {
         if self.free == 0 {
-            self.bytes.push(0);
-            self.free = 8;
+            self.new_byte();
         }
         self.free -= 1;
         if bit {
@@ -74,8 +85,7 @@ impl BitWriter {
         let mut left = n;
         while left > 0 {
             if self.free == 0 {
-                self.bytes.push(0);
-                self.free = 8;
+                self.new_byte();
             }
             let take = left.min(self.free);
             let chunk = ((v >> (left - take)) & ((1u64 << take) - 1)) as u8;

@@ -6,7 +6,8 @@
 //!   (u16 BE);
 //! * then one bit stream, per sample its timestamp then its value:
 //!   timestamps as the first value (zigzag varint), the first delta (varint),
-//!   then delta-of-deltas in prefix-coded buckets;
+//!   then each delta's offset from a nominal delta (the last delta seen
+//!   twice in a row) in prefix-coded buckets;
 //! * values either as Gorilla XOR of the f64 bits ([`ValueEncoding::Xor`]),
 //!   or — when every value of the chunk is `i / 10^scale` for an integer `i`
 //!   of at most 53 bits, bit-exactly — as delta-of-deltas of those integers
@@ -54,8 +55,8 @@ const POW10: [f64; MAX_SCALE as usize + 1] = [
     1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12,
 ];
 
-/// Bucket widths for timestamp delta-of-deltas. A zero costs one bit; the
-/// 7-bit bucket absorbs a few ms of scrape jitter.
+/// Bucket widths for timestamp offsets from the nominal delta. A zero costs
+/// one bit; the 7-bit bucket absorbs a few ms of scrape jitter.
 const TIME_WIDTHS: [u32; 4] = [7, 14, 20, 64];
 
 /// Bucket widths for delta-of-deltas of decimal integers.
@@ -134,6 +135,16 @@ fn decimal_layout(from: u8, values: impl Iterator<Item = f64> + Clone) -> Option
     Some((scale, shift as u8))
 }
 
+/// The nominal timestamp delta after a sample with `delta` that followed
+/// one with `prev`: it moves only when two consecutive deltas agree. A
+/// jittered scrape (`P + j`, then `P − j`) leaves it at `P`, so jitter costs
+/// two non-zero offsets where plain delta-of-deltas costs three (`j`,
+/// `−2j`, `j`); a missed scrape costs one.
+#[inline]
+fn next_nominal(nominal: u64, prev: u64, delta: u64) -> u64 {
+    if delta == prev { delta } else { nominal }
+}
+
 fn fits(v: i64, width: u32) -> bool {
     width >= 64 || (-(1i64 << (width - 1))..(1i64 << (width - 1))).contains(&v)
 }
@@ -208,6 +219,8 @@ pub struct OpenChunk {
     t_last: i64,
     /// The last timestamp delta, as the wrapping difference.
     t_delta: u64,
+    /// The nominal delta timestamps are coded against.
+    t_nominal: u64,
     v_last: u64,
     values: ValueState,
     /// Whether the decimal encoding may be chosen (else plain Gorilla).
@@ -229,6 +242,7 @@ impl OpenChunk {
             t_first: 0,
             t_last: 0,
             t_delta: 0,
+            t_nominal: 0,
             v_last: 0,
             values: ValueState::Xor {
                 leading: u8::MAX,
@@ -359,15 +373,17 @@ impl OpenChunk {
             }
             1 => {
                 self.t_delta = t.wrapping_sub(self.t_last) as u64;
+                self.t_nominal = self.t_delta;
                 self.w.write_uvarint(self.t_delta);
             }
             _ => {
                 let delta = t.wrapping_sub(self.t_last) as u64;
                 write_dod(
                     &mut self.w,
-                    delta.wrapping_sub(self.t_delta) as i64,
+                    delta.wrapping_sub(self.t_nominal) as i64,
                     &TIME_WIDTHS,
                 );
+                self.t_nominal = next_nominal(self.t_nominal, self.t_delta, delta);
                 self.t_delta = delta;
             }
         }
@@ -469,6 +485,7 @@ pub struct ChunkIter<'a> {
     decimal: bool,
     t: i64,
     t_delta: u64,
+    t_nominal: u64,
     v: u64,
     leading: u8,
     trailing: u8,
@@ -506,6 +523,7 @@ impl<'a> ChunkIter<'a> {
             decimal,
             t: 0,
             t_delta: 0,
+            t_nominal: 0,
             v: 0,
             leading: 0,
             trailing: 0,
@@ -553,12 +571,15 @@ impl<'a> ChunkIter<'a> {
             0 => r.read_varint()?,
             1 => {
                 self.t_delta = r.read_uvarint()?;
+                self.t_nominal = self.t_delta;
                 self.t.wrapping_add(self.t_delta as i64)
             }
             _ => {
-                let dod = read_dod(r, &TIME_WIDTHS)?;
-                self.t_delta = self.t_delta.wrapping_add(dod as u64);
-                self.t.wrapping_add(self.t_delta as i64)
+                let off = read_dod(r, &TIME_WIDTHS)?;
+                let delta = self.t_nominal.wrapping_add(off as u64);
+                self.t_nominal = next_nominal(self.t_nominal, self.t_delta, delta);
+                self.t_delta = delta;
+                self.t.wrapping_add(delta as i64)
             }
         };
         if self.read > 0 && t <= self.t {

@@ -151,6 +151,8 @@ struct MemSeries {
     syms: Box<[u32]>,
     hash: u64,
     closed: Vec<ClosedChunk>,
+    /// Sum of the closed chunks' byte lengths.
+    closed_bytes: usize,
     open: OpenChunk,
     /// End (exclusive) of the aligned window of the open chunk.
     open_end: i64,
@@ -175,11 +177,14 @@ impl MemSeries {
     /// or the sample leaves its window.
     fn push(&mut self, t: i64, v: f64, range: i64) {
         if !self.open.is_empty() && (self.open.len() >= MAX_CHUNK_SAMPLES || t >= self.open_end) {
+            let open_first_last = (self.open.first_time(), self.open.last_time());
             let open = std::mem::take(&mut self.open);
+            let bytes = open.finish();
+            self.closed_bytes += bytes.len();
             self.closed.push(ClosedChunk {
-                min_t: open.first_time(),
-                max_t: open.last_time(),
-                bytes: open.finish(),
+                min_t: open_first_last.0,
+                max_t: open_first_last.1,
+                bytes,
             });
         }
         if self.open.is_empty() {
@@ -255,9 +260,44 @@ impl MemSeries {
         self.closed.iter().map(ClosedChunk::samples).sum::<u64>() + u64::from(self.open.len())
     }
 
-    fn chunk_bytes(&self) -> usize {
-        self.closed.iter().map(|c| c.bytes.len()).sum::<usize>() + self.open.heap_bytes()
+    /// Chunk bytes (open chunk at its capacity) and other bytes, in O(1).
+    fn footprint(&self) -> (usize, usize) {
+        let chunks = self.closed_bytes + self.open.heap_bytes();
+        let other = std::mem::size_of::<MemSeries>()
+            + self.syms.len() * 4
+            + self.closed.capacity() * std::mem::size_of::<ClosedChunk>();
+        (chunks, other)
     }
+}
+
+/// Running totals behind [`Head::memory`], so that it is O(1): updated on
+/// every append, series creation and removal, recounted at truncation.
+#[derive(Debug, Clone, Copy, Default)]
+struct MemTotals {
+    samples: u64,
+    chunk_bytes: usize,
+    series_bytes: usize,
+}
+
+impl MemTotals {
+    fn add(&mut self, (chunks, other): (usize, usize)) {
+        self.chunk_bytes += chunks;
+        self.series_bytes += other;
+    }
+
+    fn sub(&mut self, (chunks, other): (usize, usize)) {
+        self.chunk_bytes = self.chunk_bytes.saturating_sub(chunks);
+        self.series_bytes = self.series_bytes.saturating_sub(other);
+    }
+}
+
+/// Appends a committed sample to `series`, keeping `totals` current.
+fn push_sample(series: &mut MemSeries, totals: &mut MemTotals, t: i64, v: f64, range: i64) {
+    let before = series.footprint();
+    series.push(t, v, range);
+    totals.sub(before);
+    totals.add(series.footprint());
+    totals.samples += 1;
 }
 
 /// A staged sample.
@@ -278,6 +318,7 @@ pub struct Head {
     min_time: Option<i64>,
     max_time: Option<i64>,
     counters: HeadCounters,
+    totals: MemTotals,
     epoch: u64,
     /// Reused staging buffer (kept here so appenders do not allocate).
     staging: Vec<Staged>,
@@ -300,6 +341,7 @@ impl Head {
             min_time: None,
             max_time: None,
             counters: HeadCounters::default(),
+            totals: MemTotals::default(),
             epoch: 1,
             staging: Vec::new(),
             wal: None,
@@ -317,6 +359,9 @@ impl Head {
         let (wal, mut stats) = Wal::open(wal_dir, wal, |rec| head.replay(rec))?;
         stats.series = head.live;
         stats.samples = head.counters.samples_appended;
+        // Replayed samples were appended before this process started; the
+        // counter counts this process's appends, as Prometheus's does.
+        head.counters.samples_appended = 0;
         head.counters.wal_io_uring = wal.uses_io_uring();
         head.counters.wal_truncations = u64::from(stats.truncated_bytes > 0);
         head.counters.wal_corruptions = stats.corrupt_records;
@@ -354,13 +399,17 @@ impl Head {
                         continue;
                     }
                     let range = self.opts.chunk_range_ms;
-                    let Some(series) = self.series_mut(id) else {
+                    let Some(series) = self
+                        .series
+                        .get_mut(id as usize)
+                        .and_then(|x| x.as_deref_mut())
+                    else {
                         continue;
                     };
                     if series.last.is_some_and(|(lt, _)| t <= lt) {
                         continue;
                     }
-                    series.push(t, v, range);
+                    push_sample(series, &mut self.totals, t, v, range);
                     self.note_time(t);
                     self.counters.samples_appended += 1;
                 }
@@ -368,14 +417,18 @@ impl Head {
             WalRecord::Chunk { id, bytes } => {
                 let range = self.opts.chunk_range_ms;
                 let min_valid = self.min_valid;
-                let Some(series) = self.series_mut(id) else {
+                let Some(series) = self
+                    .series
+                    .get_mut(id as usize)
+                    .and_then(|x| x.as_deref_mut())
+                else {
                     return Ok(());
                 };
                 let mut appended = Vec::new();
                 for s in ChunkIter::new(bytes)? {
                     let (t, v) = s?;
                     if t >= min_valid && series.last.is_none_or(|(lt, _)| t > lt) {
-                        series.push(t, v, range);
+                        push_sample(series, &mut self.totals, t, v, range);
                         appended.push(t);
                     }
                 }
@@ -427,25 +480,20 @@ impl Head {
     }
 
     /// Memory accounting.
+    /// Memory accounting, in O(1) (running totals; the index part is an
+    /// estimate between truncations).
     pub fn memory(&self) -> HeadMemory {
-        let mut m = HeadMemory {
+        let t = &self.totals;
+        HeadMemory {
             series: self.live,
-            ..HeadMemory::default()
-        };
-        let mut bytes = self.index.heap_bytes()
-            + self.series.capacity() * std::mem::size_of::<Option<Box<MemSeries>>>()
-            + self.staging.capacity() * std::mem::size_of::<Staged>();
-        for s in self.series.iter().flatten() {
-            m.samples += s.samples();
-            let chunks = s.chunk_bytes();
-            m.chunk_bytes += chunks;
-            bytes += std::mem::size_of::<MemSeries>()
-                + s.syms.len() * 4
-                + s.closed.capacity() * std::mem::size_of::<ClosedChunk>()
-                + chunks;
+            samples: t.samples,
+            chunk_bytes: t.chunk_bytes,
+            bytes_total: self.index.heap_bytes()
+                + self.series.capacity() * std::mem::size_of::<Option<Box<MemSeries>>>()
+                + self.staging.capacity() * std::mem::size_of::<Staged>()
+                + t.chunk_bytes
+                + t.series_bytes,
         }
-        m.bytes_total = bytes;
-        m
     }
 
     /// Flushes everything pending to the WAL and fsyncs it (no-op without
@@ -472,6 +520,7 @@ impl Head {
                 continue;
             };
             s.closed.retain(|c| c.max_t >= t);
+            s.closed_bytes = s.closed.iter().map(|c| c.bytes.len()).sum();
             if !s.open.is_empty() && s.open.last_time() < t {
                 s.open = OpenChunk::new();
             }
@@ -491,6 +540,13 @@ impl Head {
         }
         self.min_time = min_time;
         self.max_time = max_time;
+        let mut totals = MemTotals::default();
+        for s in self.series.iter().flatten() {
+            totals.add(s.footprint());
+            totals.samples += s.samples();
+        }
+        self.totals = totals;
+        self.index.recount();
         let Some(wal) = self.wal.as_mut() else {
             return Ok(());
         };
@@ -540,16 +596,19 @@ impl Head {
             self.series.resize_with(slot + 1, || None);
         }
         let syms = self.index.add(id, labels, hash);
-        self.series[slot] = Some(Box::new(MemSeries {
+        let series = Box::new(MemSeries {
             syms,
             hash,
             closed: Vec::new(),
+            closed_bytes: 0,
             open: OpenChunk::new(),
             open_end: 0,
             last: None,
             staged: (0, 0, 0),
             logged: false,
-        }));
+        });
+        self.totals.add(series.footprint());
+        self.series[slot] = Some(series);
         self.live += 1;
         self.counters.series_created += 1;
         Ok(())
@@ -557,6 +616,7 @@ impl Head {
 
     fn remove_series(&mut self, id: u32) {
         if let Some(s) = self.series.get_mut(id as usize).and_then(Option::take) {
+            self.totals.sub(s.footprint());
             self.index.remove(id, &s.syms, s.hash);
             self.live -= 1;
             self.counters.series_removed += 1;
@@ -675,8 +735,12 @@ impl Head {
         let range = self.opts.chunk_range_ms;
         let mut applied = 0;
         for s in staged {
-            if let Some(series) = self.series_mut(s.id) {
-                series.push(s.t, s.v, range);
+            if let Some(series) = self
+                .series
+                .get_mut(s.id as usize)
+                .and_then(|x| x.as_deref_mut())
+            {
+                push_sample(series, &mut self.totals, s.t, s.v, range);
                 applied += 1;
                 self.note_time(s.t);
             }
@@ -828,5 +892,55 @@ impl Drop for Appender<'_> {
         // is a rollback: a new epoch voids the per-series staged marks.
         self.head.staging.clear();
         self.head.epoch += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The running totals against a full scan of the series.
+    fn assert_totals_match_scan(head: &Head) {
+        let mut scan = MemTotals::default();
+        for s in head.series.iter().flatten() {
+            scan.add(s.footprint());
+            scan.samples += s.samples();
+        }
+        let m = head.memory();
+        assert_eq!(m.samples, scan.samples);
+        assert_eq!(m.chunk_bytes, scan.chunk_bytes);
+        assert_eq!(head.totals.series_bytes, scan.series_bytes);
+    }
+
+    #[test]
+    fn memory_totals_follow_appends_cuts_and_truncation() {
+        let mut head = Head::new(HeadOptions {
+            chunk_range_ms: 1000,
+            max_series: 0,
+        });
+        for round in 0..5i64 {
+            let mut app = head.appender();
+            for i in 0..20 {
+                let l = Labels::from_pairs([("s", format!("{i}"))]).unwrap();
+                for k in 0..100 {
+                    let t = round * 1000 + k * 7;
+                    app.append(&l, t, (t * i) as f64 * 0.5).unwrap();
+                }
+            }
+            if round == 3 {
+                app.rollback();
+            } else {
+                app.commit().unwrap();
+            }
+            assert_totals_match_scan(&head);
+        }
+        head.truncate_below(2500).unwrap();
+        assert_totals_match_scan(&head);
+        let m = head.memory();
+        assert!(m.bytes_total > m.chunk_bytes && m.chunk_bytes > 0);
+        head.truncate_below(10_000).unwrap();
+        assert_totals_match_scan(&head);
+        assert_eq!(head.memory().samples, 0);
+        assert_eq!(head.num_series(), 0);
     }
 }

@@ -11,7 +11,9 @@
 //!   id reused;
 //! * lookups are collision safe: `by_hash` maps an xxh3 hash to one series,
 //!   `collisions` holds the other series whose label sets share that hash,
-//!   and every hit is confirmed by comparing label sets.
+//!   and every hit is confirmed by comparing label sets;
+//! * `bytes` is the heap estimate of the last [`Index::recount`] plus
+//!   per-operation estimates since, so reading it is O(1).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,6 +22,17 @@ use roaring::RoaringBitmap;
 
 use crate::labels::Labels;
 use crate::matcher::{MatchOp, Matcher};
+
+/// Estimated heap bytes of one interned symbol besides its text: the `Arc`
+/// header, its slot, its count and its map entry.
+const SYMBOL_BYTES: usize = 16 + 16 + 4 + 32;
+/// Estimated heap bytes of a posting bitmap and its map entry.
+const BITMAP_BYTES: usize = 48 + 16;
+/// Estimated bytes of one id in a posting (roaring array container) and in
+/// the all-series bitmap.
+const ID_BYTES: usize = 2;
+/// Estimated bytes of a series' entry in the hash lookup.
+const LOOKUP_BYTES: usize = 24;
 
 /// Interned strings with reference counts.
 #[derive(Debug, Default)]
@@ -31,10 +44,11 @@ struct Symbols {
 }
 
 impl Symbols {
-    fn intern(&mut self, s: &str) -> u32 {
+    /// Interns `s`; returns its id and the estimated bytes it added.
+    fn intern(&mut self, s: &str) -> (u32, usize) {
         if let Some(&id) = self.ids.get(s) {
             self.refs[id as usize] += 1;
-            return id;
+            return (id, 0);
         }
         let arc: Arc<str> = Arc::from(s);
         let id = match self.free.pop() {
@@ -52,17 +66,20 @@ impl Symbols {
             }
         };
         self.ids.insert(arc, id);
-        id
+        (id, s.len() + SYMBOL_BYTES)
     }
 
-    fn release(&mut self, id: u32) {
+    /// Drops one reference; returns the estimated bytes freed.
+    fn release(&mut self, id: u32) -> usize {
         let r = &mut self.refs[id as usize];
         *r -= 1;
-        if *r == 0 {
-            let s = std::mem::replace(&mut self.strings[id as usize], Arc::from(""));
-            self.ids.remove(&s);
-            self.free.push(id);
+        if *r > 0 {
+            return 0;
         }
+        let s = std::mem::replace(&mut self.strings[id as usize], Arc::from(""));
+        self.ids.remove(&s);
+        self.free.push(id);
+        s.len() + SYMBOL_BYTES
     }
 
     fn get(&self, id: u32) -> &str {
@@ -141,6 +158,8 @@ pub(crate) struct Index {
     all: RoaringBitmap,
     by_hash: HashMap<u64, u32>,
     collisions: HashMap<u64, Vec<u32>>,
+    /// Heap estimate; see the module invariants.
+    bytes: usize,
 }
 
 impl Index {
@@ -148,18 +167,24 @@ impl Index {
     /// returns its interned label pairs, name then value, in label order.
     pub(crate) fn add(&mut self, id: u32, labels: &Labels, hash: u64) -> Box<[u32]> {
         let mut syms = Vec::with_capacity(labels.len() * 2);
+        let mut bytes = ID_BYTES + LOOKUP_BYTES;
         for l in labels.iter() {
-            let n = self.symbols.intern(l.name);
-            let v = self.symbols.intern(l.value);
+            let (n, nb) = self.symbols.intern(l.name);
+            let (v, vb) = self.symbols.intern(l.value);
             syms.push(n);
             syms.push(v);
-            self.postings
-                .entry(n)
-                .or_default()
-                .entry(v)
-                .or_default()
-                .insert(id);
+            let values = self.postings.entry(n).or_insert_with(|| {
+                bytes += BITMAP_BYTES;
+                HashMap::new()
+            });
+            let ids = values.entry(v).or_insert_with(|| {
+                bytes += BITMAP_BYTES;
+                RoaringBitmap::new()
+            });
+            ids.insert(id);
+            bytes += nb + vb + ID_BYTES;
         }
+        self.bytes += bytes;
         self.all.insert(id);
         if let Some(&_first) = self.by_hash.get(&hash) {
             self.collisions.entry(hash).or_default().push(id);
@@ -171,22 +196,27 @@ impl Index {
 
     /// Unregisters series `id`, whose interned pairs are `syms`.
     pub(crate) fn remove(&mut self, id: u32, syms: &[u32], hash: u64) {
+        let mut bytes = ID_BYTES + LOOKUP_BYTES;
         for pair in syms.chunks_exact(2) {
             let (n, v) = (pair[0], pair[1]);
             if let Some(values) = self.postings.get_mut(&n) {
                 if let Some(ids) = values.get_mut(&v) {
                     ids.remove(id);
+                    bytes += ID_BYTES;
                     if ids.is_empty() {
                         values.remove(&v);
+                        bytes += BITMAP_BYTES;
                     }
                 }
                 if values.is_empty() {
                     self.postings.remove(&n);
+                    bytes += BITMAP_BYTES;
                 }
             }
-            self.symbols.release(n);
-            self.symbols.release(v);
+            bytes += self.symbols.release(n);
+            bytes += self.symbols.release(v);
         }
+        self.bytes = self.bytes.saturating_sub(bytes);
         self.all.remove(id);
         if self.by_hash.get(&hash) == Some(&id) {
             match self.collisions.get_mut(&hash).and_then(Vec::pop) {
@@ -361,8 +391,17 @@ impl Index {
             .flat_map(|values| values.iter().map(|(&v, ids)| (self.symbols.get(v), ids)))
     }
 
-    /// Approximate heap bytes of symbols, postings and lookup maps.
+    /// Approximate heap bytes of symbols, postings and lookup maps, in O(1).
     pub(crate) fn heap_bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Recomputes the heap estimate from the structures (O(label pairs)).
+    pub(crate) fn recount(&mut self) {
+        self.bytes = self.measure();
+    }
+
+    fn measure(&self) -> usize {
         let postings: usize = self
             .postings
             .values()

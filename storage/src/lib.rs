@@ -1,7 +1,9 @@
 //! kiln-storage: the per-shard storage kernel.
 //!
-//! A shard owns one storage instance and is its only user: nothing here
-//! locks or crosses threads. Queries reach it through [`Select`].
+//! A shard owns one storage instance and is its only user: appends and
+//! reads take no lock and stay on the shard's thread. The one exception is
+//! the WAL, whose writer thread takes committed records off the shard
+//! thread (see [`wal`]). Queries reach the data through [`Select`].
 //!
 //! Module map (one concept each):
 //! * [`labels`]: label sets, the identity of a series, and name validation;

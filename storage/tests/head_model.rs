@@ -244,6 +244,19 @@ impl Run {
             self.head.label_values("job", ms, lo, hi),
             jobs.into_iter().collect::<Vec<_>>()
         );
+        // The running memory totals count every stored sample: exactly the
+        // visible ones until a truncation leaves invisible samples in a
+        // chunk that straddles it.
+        let visible: usize = model_select(&self.model, &[], i64::MIN, i64::MAX)
+            .iter()
+            .map(|s| s.1.len())
+            .sum();
+        let stored = self.head.memory().samples;
+        if self.min_valid == i64::MIN {
+            prop_assert_eq!(stored, visible as u64);
+        } else {
+            prop_assert!(stored >= visible as u64);
+        }
         Ok(())
     }
 }
@@ -363,4 +376,16 @@ fn select_respects_max_samples() {
         ..SelectHints::range(0, 100)
     };
     assert_eq!(head.select(&[], &hints).unwrap().sample_count(), 10);
+}
+
+/// A head may be built on one thread and moved to its shard's thread.
+#[test]
+fn head_is_send() {
+    fn assert_send<T: Send>(_: &T) {}
+    let head = Head::new(HeadOptions::default());
+    assert_send(&head);
+    let moved = std::thread::spawn(move || head.num_series())
+        .join()
+        .unwrap();
+    assert_eq!(moved, 0);
 }

@@ -101,6 +101,15 @@ impl<'a> Cursor<'a> {
         Ok(head)
     }
 
+    fn u8(&mut self) -> Result<u8, WalError> {
+        let (&b, rest) = self
+            .b
+            .split_first()
+            .ok_or_else(|| invalid("field longer than its record"))?;
+        self.b = rest;
+        Ok(b)
+    }
+
     fn str(&mut self) -> Result<&'a str, WalError> {
         let n = usize::try_from(self.uvarint()?).map_err(|_| invalid("length"))?;
         std::str::from_utf8(self.bytes(n)?).map_err(|_| invalid("label is not UTF-8"))
@@ -111,6 +120,7 @@ impl<'a> Cursor<'a> {
 pub(crate) struct SampleIter<'a> {
     c: Cursor<'a>,
     base: i64,
+    prev_id: i64,
 }
 
 impl Iterator for SampleIter<'_> {
@@ -121,12 +131,18 @@ impl Iterator for SampleIter<'_> {
             return None;
         }
         let one = (|| {
-            let id = self.c.id()?;
+            let id = self.prev_id.wrapping_add(self.c.varint()?);
+            self.prev_id = id;
+            let id = u32::try_from(id).map_err(|_| invalid("series id over u32"))?;
             let t = self.base.wrapping_add(self.c.varint()?);
-            let bits = self.c.bytes(8)?;
+            let n = usize::from(self.c.u8()?);
+            if n > 8 {
+                return Err(invalid("value longer than 8 bytes"));
+            }
+            // The `n` high bytes of the value, most significant first.
             let mut v = [0u8; 8];
-            v.copy_from_slice(bits);
-            Ok((id, t, f64::from_bits(u64::from_le_bytes(v))))
+            v[..n].copy_from_slice(self.c.bytes(n)?);
+            Ok((id, t, f64::from_bits(u64::from_be_bytes(v))))
         })();
         if one.is_err() {
             self.c.b = &[];
@@ -154,7 +170,11 @@ pub(crate) fn decode(ty: u8, payload: &[u8]) -> Result<WalRecord<'_>, WalError> 
         }
         TYPE_SAMPLES => {
             let base = c.varint()?;
-            Ok(WalRecord::Samples(SampleIter { c, base }))
+            Ok(WalRecord::Samples(SampleIter {
+                c,
+                base,
+                prev_id: 0,
+            }))
         }
         TYPE_CHUNK => {
             let id = c.id()?;
@@ -176,6 +196,8 @@ pub(crate) struct RecordBuf {
     open: Option<(usize, u8)>,
     /// Base timestamp of the open samples record.
     base: i64,
+    /// Previous series id in the open samples record (0 at its start).
+    prev_id: i64,
 }
 
 impl RecordBuf {
@@ -232,21 +254,27 @@ impl RecordBuf {
 
     /// Adds a sample, to the open samples record or a new one.
     pub(crate) fn sample(&mut self, id: u32, t: i64, v: f64) {
-        if !matches!(self.open, Some((_, TYPE_SAMPLES))) {
-            self.begin(TYPE_SAMPLES);
-            self.base = t;
-            put_varint(&mut self.buf, t);
-        } else if let Some((start, _)) = self.open
-            && self.buf.len() - start >= TARGET_RECORD_LEN
-        {
+        let full = self
+            .open
+            .is_some_and(|(start, _)| self.buf.len() - start >= TARGET_RECORD_LEN);
+        if full || !matches!(self.open, Some((_, TYPE_SAMPLES))) {
             self.close();
             self.begin(TYPE_SAMPLES);
             self.base = t;
+            self.prev_id = 0;
             put_varint(&mut self.buf, t);
         }
-        put_uvarint(&mut self.buf, u64::from(id));
+        // Scrapes append their series in the same order every time, so
+        // consecutive ids are close: their difference is one byte.
+        put_varint(&mut self.buf, i64::from(id) - self.prev_id);
+        self.prev_id = i64::from(id);
         put_varint(&mut self.buf, t.wrapping_sub(self.base));
-        self.buf.extend_from_slice(&v.to_bits().to_le_bytes());
+        // Low zero bytes are dropped: integers and short binary fractions
+        // (0, 1, byte counts) need 1–6 bytes instead of 8.
+        let bits = v.to_bits();
+        let n = 8 - (bits.trailing_zeros() / 8) as usize;
+        self.buf.push(n as u8);
+        self.buf.extend_from_slice(&bits.to_be_bytes()[..n]);
     }
 
     /// Adds one chunk of a series (one record each).
