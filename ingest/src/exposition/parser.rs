@@ -239,7 +239,23 @@ pub(crate) fn scan_label_set(
 /// Scans a quoted string whose content starts at `i`; the span excludes
 /// the quotes. Any byte may follow a backslash; the line end is an error.
 fn scan_quoted(line: &[u8], i: usize) -> Result<Span, (usize, ParseErrorKind)> {
+    // Most values are a few bytes long, where a plain loop beats setting up
+    // a vector search; long ones go on with memchr2.
+    let short_end = (i + 16).min(line.len());
     let mut j = i;
+    while j < short_end {
+        match line[j] {
+            b'"' => {
+                return Ok(Span {
+                    start: i,
+                    end: j,
+                    escaped: false,
+                });
+            }
+            b'\\' => break,
+            _ => j += 1,
+        }
+    }
     let mut escaped = false;
     loop {
         match memchr2(b'"', b'\\', &line[j..]) {
