@@ -67,7 +67,8 @@ fn parse_float_fast(b: &[u8]) -> Option<f64> {
             digits += 1;
             i += 1;
         }
-        exp10 -= (i - frac_start) as i32;
+        // Saturating: a line may hold more fraction digits than i32 counts.
+        exp10 = exp10.saturating_sub(i32::try_from(i - frac_start).unwrap_or(i32::MAX));
         any_digit |= i > frac_start;
     }
     if !any_digit || digits > 19 {
