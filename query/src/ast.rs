@@ -66,6 +66,14 @@ impl ValueType {
     }
 }
 
+/// The largest timestamp magnitude (ms) kiln evaluates at, about 36
+/// million years: far beyond any real data, and small enough that shifting
+/// by any offset, range or lookback cannot overflow an `i64`.
+pub const MAX_TIMESTAMP_MS: i64 = 1 << 60;
+
+/// The largest duration (ms), Go's `time.Duration` limit.
+pub const MAX_DURATION_MS: i64 = 9_223_372_036_854;
+
 /// The `@` modifier.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum AtModifier {

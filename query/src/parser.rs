@@ -58,7 +58,7 @@ pub fn parse(input: &str) -> Result<Expr, ParseError> {
 }
 
 /// Largest duration Prometheus accepts (Go's `time.Duration`), in seconds.
-const MAX_DURATION_S: f64 = 9_223_372_036.854_775;
+const MAX_DURATION_S: f64 = MAX_DURATION_MS as f64 / 1000.0;
 
 struct Parser<'a> {
     input: &'a str,
@@ -499,7 +499,7 @@ impl Parser<'_> {
                 };
                 let v = sign * v;
                 let ms = v * 1000.0;
-                if !ms.is_finite() || ms.abs() >= 9.2e18 {
+                if !ms.is_finite() || ms.abs() >= MAX_TIMESTAMP_MS as f64 {
                     return Err((
                         at_tok.pos,
                         format!("timestamp out of bounds for @ modifier: {}", go_float(v)),

@@ -17,7 +17,7 @@ use super::columns::{StepMatrix, StepMatrixBuilder};
 use super::{
     EngineOptions, InstantSample, QueryError, QueryLimits, QueryResult, QueryValue, RangeSeries,
 };
-use crate::ast::{AtModifier, Duration, Expr, ExprKind, PosRange, VectorSelector};
+use crate::ast::{AtModifier, Duration, Expr, ExprKind, MAX_DURATION_MS, PosRange, VectorSelector};
 
 /// Evaluation times: `n` steps from `start`, `step` apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -189,7 +189,9 @@ impl Ctx<'_> {
     /// A duration's value in this query (duration expressions may use the
     /// query's step and range).
     pub fn duration(&self, d: &Duration) -> i64 {
-        d.resolve(self.interval, self.end - self.start).round() as i64
+        let v = d.resolve(self.interval, self.end - self.start).round();
+        // NaN becomes 0; the clamp keeps every time shift in range.
+        (v as i64).clamp(-MAX_DURATION_MS, MAX_DURATION_MS)
     }
 }
 
