@@ -280,11 +280,11 @@ pub(crate) fn eval_call(
             let r = eval_range(ctx, &args[0], grid)?;
             let labels = absent_labels(&args[0]);
             let mut any = vec![false; grid.n];
-            r.windows(|_, k, w| {
+            r.windows(ctx, |_, k, w| {
                 if !w.ts.is_empty() {
                     any[k] = true;
                 }
-            });
+            })?;
             let mut b = StepMatrixBuilder::new(grid.n);
             let row = b.push_row(labels, false);
             for (k, a) in any.iter().enumerate() {

@@ -118,7 +118,7 @@ pub(crate) fn eval(ctx: &Ctx, func: &str, args: &[Expr], grid: Grid) -> Result<V
     let mut row: Vec<Option<usize>> = vec![None; r.batch.len()];
     let mut buf: Vec<f64> = Vec::new();
     let mut points = 0usize;
-    r.windows(|s, k, w| {
+    r.windows(ctx, |s, k, w| {
         let (ts, vs) = (w.ts, w.vs);
         if ts.is_empty() {
             return;
@@ -208,7 +208,7 @@ pub(crate) fn eval(ctx: &Ctx, func: &str, args: &[Expr], grid: Grid) -> Result<V
             b.set(rr, k, v);
             points += 1;
         }
-    });
+    })?;
     ctx.account(points)?;
     if func == "quantile_over_time"
         && let Some(bad) = scalars[0].iter().find(|v| !(0.0..=1.0).contains(*v))
