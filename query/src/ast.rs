@@ -465,3 +465,34 @@ impl Expr {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_col_counts_bytes_from_one() {
+        let q = "sum(\n  foo)";
+        assert_eq!(PosRange { start: 0, end: 1 }.line_col(q), (1, 1));
+        assert_eq!(PosRange { start: 7, end: 10 }.line_col(q), (2, 3));
+    }
+
+    #[test]
+    fn every_node_has_a_position_inside_the_query() {
+        let q = "sum by (job) (rate(foo{a=\"b\"}[5m] offset 1m)) / on(job) group_left bar @ 10";
+        let e = crate::parse(q).unwrap();
+        let mut n = 0;
+        e.walk(&mut |x| {
+            n += 1;
+            assert!(x.pos.start < x.pos.end && x.pos.end <= q.len(), "{x:?}");
+        });
+        assert_eq!(n, 5);
+        assert_eq!(
+            e.pos,
+            PosRange {
+                start: 0,
+                end: q.len()
+            }
+        );
+    }
+}
