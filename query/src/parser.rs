@@ -45,6 +45,7 @@ pub fn parse(input: &str) -> Result<Expr, ParseError> {
         input,
         toks: lex(input),
         i: 0,
+        depth: 0,
     };
     p.parse_all().map_err(|(pos, msg)| {
         let (line, col) = pos.line_col(input);
@@ -60,10 +61,17 @@ pub fn parse(input: &str) -> Result<Expr, ParseError> {
 /// Largest duration Prometheus accepts (Go's `time.Duration`), in seconds.
 const MAX_DURATION_S: f64 = MAX_DURATION_MS as f64 / 1000.0;
 
+/// How deeply expressions may nest. The parser and the evaluator recurse
+/// over the tree, so an unbounded depth would let a query overflow the
+/// stack; real queries stay far below this.
+const MAX_DEPTH: usize = 128;
+
 struct Parser<'a> {
     input: &'a str,
     toks: Vec<Token>,
     i: usize,
+    /// Current nesting of `parse_expr`/`parse_dur_expr` calls.
+    depth: usize,
 }
 
 fn experimental(what: &str) -> String {
@@ -155,12 +163,39 @@ impl Parser<'_> {
         }))
     }
 
+    /// Enters one nesting level, or fails when the query nests too deeply.
+    fn nest<T>(&mut self, f: impl FnOnce(&mut Self) -> PResult<T>) -> PResult<T> {
+        if self.depth >= MAX_DEPTH {
+            return Err((
+                self.peek().pos,
+                format!("expression nests more than {MAX_DEPTH} levels deep"),
+            ));
+        }
+        self.depth += 1;
+        let r = f(self);
+        self.depth -= 1;
+        r
+    }
+
     fn parse_expr(&mut self, min_prec: u8) -> PResult<Expr> {
+        self.nest(|p| p.parse_expr_nested(min_prec))
+    }
+
+    fn parse_expr_nested(&mut self, min_prec: u8) -> PResult<Expr> {
         let mut lhs = self.parse_unary()?;
+        // A chain `a + b + c …` nests to the left: each link is a level.
+        let mut chain = 0;
         while let Some(op) = self.peek_binop()? {
             let prec = op.precedence();
             if prec < min_prec {
                 break;
+            }
+            chain += 1;
+            if self.depth + chain > MAX_DEPTH {
+                return Err((
+                    self.peek().pos,
+                    format!("expression nests more than {MAX_DEPTH} levels deep"),
+                ));
             }
             let op_tok = self.next();
             let mut return_bool = false;
@@ -573,6 +608,10 @@ impl Parser<'_> {
     }
 
     fn parse_dur_expr(&mut self, min_prec: u8) -> PResult<DurationExpr> {
+        self.nest(|p| p.parse_dur_expr_nested(min_prec))
+    }
+
+    fn parse_dur_expr_nested(&mut self, min_prec: u8) -> PResult<DurationExpr> {
         let mut lhs = match self.peek().kind {
             // A sign binds looser than `^`: `-2^2` is `-(2^2)`.
             TokKind::Sub => {
@@ -598,6 +637,10 @@ impl Parser<'_> {
 
     /// One signed term (after `offset`).
     fn parse_dur_unary(&mut self) -> PResult<DurationExpr> {
+        self.nest(|p| p.parse_dur_unary_nested())
+    }
+
+    fn parse_dur_unary_nested(&mut self) -> PResult<DurationExpr> {
         match self.peek().kind {
             TokKind::Sub => {
                 self.next();
