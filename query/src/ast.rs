@@ -272,6 +272,13 @@ pub struct VectorMatching {
     pub labels: Vec<String>,
     /// The extra labels of `group_left(...)`/`group_right(...)`.
     pub include: Vec<String>,
+    /// `fill_left(v)` (or `fill(v)`): the value of a missing left operand.
+    /// With `group_right` it fills the right (the "many") side, as in
+    /// Prometheus, which swaps the sides before filling.
+    pub fill_left: Option<f64>,
+    /// `fill_right(v)` (or `fill(v)`): the value of a missing right operand
+    /// (with `group_right`, of the left, "one" side).
+    pub fill_right: Option<f64>,
 }
 
 /// Aggregation operators.

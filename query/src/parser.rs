@@ -4,7 +4,7 @@
 //! `offset`, subqueries, quoted UTF-8 names, raw strings and duration
 //! expressions in ranges and offsets) and type-checks as Prometheus does,
 //! with Prometheus's error texts. Experimental syntax kiln does not
-//! implement (histogram trim operators, `fill` modifiers, `anchored` and
+//! implement (histogram trim operators, `anchored` and
 //! `smoothed` ranges, `info()`) is rejected with an error that says so.
 //!
 //! The first error wins; parsing stops there.
@@ -214,6 +214,8 @@ impl Parser<'_> {
                         on,
                         labels,
                         include: Vec::new(),
+                        fill_left: None,
+                        fill_right: None,
                     };
                     if let Some(g @ ("group_left" | "group_right")) = self.peek_word().as_deref() {
                         m.card = if g == "group_left" {
@@ -237,20 +239,52 @@ impl Parser<'_> {
             ) {
                 return self.unexpected("", "");
             }
-            if matches!(
-                self.peek_word().as_deref(),
-                Some("fill" | "fill_left" | "fill_right")
-            ) && self.peek_n(1).kind == TokKind::LParen
-            {
-                return Err((self.peek().pos, experimental("the fill modifier")));
-            }
+            let fills = self.parse_fills()?;
             let next_min = if op == BinOp::Pow { prec } else { prec + 1 };
             let rhs = self.parse_expr(next_min)?;
-            lhs = self.build_binary(op, op_tok.pos, lhs, rhs, return_bool, matching)?;
+            lhs = self.build_binary(op, op_tok.pos, lhs, rhs, return_bool, matching, fills)?;
         }
         Ok(lhs)
     }
 
+    /// `fill(v)`, `fill_left(v)`, `fill_right(v)` after the operator's other
+    /// modifiers; a word `fill…` not followed by `(` is the right operand.
+    fn parse_fills(&mut self) -> PResult<(Option<f64>, Option<f64>)> {
+        let (mut left, mut right) = (None, None);
+        while let Some(w @ ("fill" | "fill_left" | "fill_right")) = self.peek_word().as_deref() {
+            if self.peek_n(1).kind != TokKind::LParen {
+                break;
+            }
+            let kw = self.next();
+            self.next();
+            let mut sign = 1.0;
+            while matches!(self.peek().kind, TokKind::Add | TokKind::Sub) {
+                if self.next().kind == TokKind::Sub {
+                    sign = -sign;
+                }
+            }
+            let TokKind::Number(v) = self.peek().kind else {
+                return self.unexpected("fill modifier", "number");
+            };
+            self.next();
+            if self.peek().kind != TokKind::RParen {
+                return self.unexpected("fill modifier", "\")\"");
+            }
+            self.next();
+            let v = sign * v;
+            let twice = match w {
+                "fill" => left.replace(v).is_some() | right.replace(v).is_some(),
+                "fill_left" => left.replace(v).is_some(),
+                _ => right.replace(v).is_some(),
+            };
+            if twice {
+                return Err((kw.pos, "fill modifier may not be set multiple times".into()));
+            }
+        }
+        Ok((left, right))
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn build_binary(
         &self,
         op: BinOp,
@@ -259,6 +293,7 @@ impl Parser<'_> {
         rhs: Expr,
         return_bool: bool,
         mut matching: Option<VectorMatching>,
+        (fill_left, fill_right): (Option<f64>, Option<f64>),
     ) -> PResult<Expr> {
         let pos = lhs.pos.to(rhs.pos);
         let (lt, rt) = (lhs.value_type(), rhs.value_type());
@@ -307,7 +342,19 @@ impl Parser<'_> {
                 on: false,
                 labels: Vec::new(),
                 include: Vec::new(),
+                fill_left: None,
+                fill_right: None,
             });
+            (m.fill_left, m.fill_right) = (fill_left, fill_right);
+            if op.is_set() && (fill_left.is_some() || fill_right.is_some()) {
+                return Err((
+                    pos,
+                    format!(
+                        "fill modifiers are not allowed for {:?} operation",
+                        op.as_str()
+                    ),
+                ));
+            }
             if op.is_set() {
                 if matches!(m.card, Card::ManyToOne | Card::OneToMany) {
                     return Err((
