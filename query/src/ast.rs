@@ -66,6 +66,14 @@ impl ValueType {
     }
 }
 
+/// The largest timestamp magnitude (ms) kiln evaluates at, about 36
+/// million years: far beyond any real data, and small enough that shifting
+/// by any offset, range or lookback cannot overflow an `i64`.
+pub const MAX_TIMESTAMP_MS: i64 = 1 << 60;
+
+/// The largest duration (ms), Go's `time.Duration` limit.
+pub const MAX_DURATION_MS: i64 = 9_223_372_036_854;
+
 /// The `@` modifier.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum AtModifier {
@@ -264,6 +272,13 @@ pub struct VectorMatching {
     pub labels: Vec<String>,
     /// The extra labels of `group_left(...)`/`group_right(...)`.
     pub include: Vec<String>,
+    /// `fill_left(v)` (or `fill(v)`): the value of a missing left operand.
+    /// With `group_right` it fills the right (the "many") side, as in
+    /// Prometheus, which swaps the sides before filling.
+    pub fill_left: Option<f64>,
+    /// `fill_right(v)` (or `fill(v)`): the value of a missing right operand
+    /// (with `group_right`, of the left, "one" side).
+    pub fill_right: Option<f64>,
 }
 
 /// Aggregation operators.
@@ -455,5 +470,36 @@ impl Expr {
             | ExprKind::Vector(_)
             | ExprKind::Matrix { .. } => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_col_counts_bytes_from_one() {
+        let q = "sum(\n  foo)";
+        assert_eq!(PosRange { start: 0, end: 1 }.line_col(q), (1, 1));
+        assert_eq!(PosRange { start: 7, end: 10 }.line_col(q), (2, 3));
+    }
+
+    #[test]
+    fn every_node_has_a_position_inside_the_query() {
+        let q = "sum by (job) (rate(foo{a=\"b\"}[5m] offset 1m)) / on(job) group_left bar @ 10";
+        let e = crate::parse(q).unwrap();
+        let mut n = 0;
+        e.walk(&mut |x| {
+            n += 1;
+            assert!(x.pos.start < x.pos.end && x.pos.end <= q.len(), "{x:?}");
+        });
+        assert_eq!(n, 5);
+        assert_eq!(
+            e.pos,
+            PosRange {
+                start: 0,
+                end: q.len()
+            }
+        );
     }
 }

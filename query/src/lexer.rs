@@ -772,3 +772,77 @@ pub(crate) fn parse_duration(text: &str) -> Result<i64, String> {
     }
     Ok(total)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kinds(s: &str) -> Vec<TokKind> {
+        lex(s).into_iter().map(|t| t.kind).collect()
+    }
+
+    #[test]
+    fn durations_follow_prometheus_rules() {
+        assert_eq!(parse_duration("1h30m"), Ok(5_400_000));
+        assert_eq!(parse_duration("1m30ms"), Ok(60_030));
+        assert_eq!(parse_duration("1y"), Ok(31_536_000_000));
+        assert!(
+            parse_duration("5m1h")
+                .unwrap_err()
+                .contains("not a valid duration")
+        );
+        assert!(parse_duration("5hs").unwrap_err().contains("unknown unit"));
+    }
+
+    #[test]
+    fn numbers_use_go_integer_prefixes() {
+        assert_eq!(parse_number("0x1f"), Ok(31.0));
+        assert_eq!(parse_number("0755"), Ok(493.0));
+        assert_eq!(parse_number("1e3"), Ok(1000.0));
+        assert!(
+            parse_number(&"9".repeat(400))
+                .unwrap_err()
+                .contains("value out of range")
+        );
+    }
+
+    #[test]
+    fn strings_unescape_and_raw_strings_do_not() {
+        assert_eq!(
+            kinds(r#""a\tb\x41\u00e9""#)[0],
+            TokKind::Str("a\tbAé".into())
+        );
+        assert_eq!(kinds(r"`a\d`")[0], TokKind::Str(r"a\d".into()));
+        assert_eq!(
+            kinds(r#""\c""#)[0],
+            TokKind::Error("unknown escape sequence U+0063 'c'".into())
+        );
+    }
+
+    #[test]
+    fn braces_and_brackets_change_the_rules() {
+        assert_eq!(
+            kinds("a{b=~\"c\"}[5m:1m]"),
+            vec![
+                TokKind::Word,
+                TokKind::LBrace,
+                TokKind::Word,
+                TokKind::EqlRegex,
+                TokKind::Str("c".into()),
+                TokKind::RBrace,
+                TokKind::LBracket,
+                TokKind::Duration(300_000),
+                TokKind::Colon,
+                TokKind::Duration(60_000),
+                TokKind::RBracket,
+                TokKind::Eof,
+            ]
+        );
+        assert_eq!(
+            kinds("a{b:c}").last(),
+            Some(&TokKind::Error(
+                "unexpected character inside braces: ':'".into()
+            ))
+        );
+    }
+}

@@ -4,7 +4,7 @@
 //! `offset`, subqueries, quoted UTF-8 names, raw strings and duration
 //! expressions in ranges and offsets) and type-checks as Prometheus does,
 //! with Prometheus's error texts. Experimental syntax kiln does not
-//! implement (histogram trim operators, `fill` modifiers, `anchored` and
+//! implement (histogram trim operators, `anchored` and
 //! `smoothed` ranges, `info()`) is rejected with an error that says so.
 //!
 //! The first error wins; parsing stops there.
@@ -45,6 +45,7 @@ pub fn parse(input: &str) -> Result<Expr, ParseError> {
         input,
         toks: lex(input),
         i: 0,
+        depth: 0,
     };
     p.parse_all().map_err(|(pos, msg)| {
         let (line, col) = pos.line_col(input);
@@ -58,12 +59,19 @@ pub fn parse(input: &str) -> Result<Expr, ParseError> {
 }
 
 /// Largest duration Prometheus accepts (Go's `time.Duration`), in seconds.
-const MAX_DURATION_S: f64 = 9_223_372_036.854_775;
+const MAX_DURATION_S: f64 = MAX_DURATION_MS as f64 / 1000.0;
+
+/// How deeply expressions may nest. The parser and the evaluator recurse
+/// over the tree, so an unbounded depth would let a query overflow the
+/// stack; real queries stay far below this.
+const MAX_DEPTH: usize = 128;
 
 struct Parser<'a> {
     input: &'a str,
     toks: Vec<Token>,
     i: usize,
+    /// Current nesting of `parse_expr`/`parse_dur_expr` calls.
+    depth: usize,
 }
 
 fn experimental(what: &str) -> String {
@@ -155,12 +163,39 @@ impl Parser<'_> {
         }))
     }
 
+    /// Enters one nesting level, or fails when the query nests too deeply.
+    fn nest<T>(&mut self, f: impl FnOnce(&mut Self) -> PResult<T>) -> PResult<T> {
+        if self.depth >= MAX_DEPTH {
+            return Err((
+                self.peek().pos,
+                format!("expression nests more than {MAX_DEPTH} levels deep"),
+            ));
+        }
+        self.depth += 1;
+        let r = f(self);
+        self.depth -= 1;
+        r
+    }
+
     fn parse_expr(&mut self, min_prec: u8) -> PResult<Expr> {
+        self.nest(|p| p.parse_expr_nested(min_prec))
+    }
+
+    fn parse_expr_nested(&mut self, min_prec: u8) -> PResult<Expr> {
         let mut lhs = self.parse_unary()?;
+        // A chain `a + b + c …` nests to the left: each link is a level.
+        let mut chain = 0;
         while let Some(op) = self.peek_binop()? {
             let prec = op.precedence();
             if prec < min_prec {
                 break;
+            }
+            chain += 1;
+            if self.depth + chain > MAX_DEPTH {
+                return Err((
+                    self.peek().pos,
+                    format!("expression nests more than {MAX_DEPTH} levels deep"),
+                ));
             }
             let op_tok = self.next();
             let mut return_bool = false;
@@ -179,6 +214,8 @@ impl Parser<'_> {
                         on,
                         labels,
                         include: Vec::new(),
+                        fill_left: None,
+                        fill_right: None,
                     };
                     if let Some(g @ ("group_left" | "group_right")) = self.peek_word().as_deref() {
                         m.card = if g == "group_left" {
@@ -202,20 +239,52 @@ impl Parser<'_> {
             ) {
                 return self.unexpected("", "");
             }
-            if matches!(
-                self.peek_word().as_deref(),
-                Some("fill" | "fill_left" | "fill_right")
-            ) && self.peek_n(1).kind == TokKind::LParen
-            {
-                return Err((self.peek().pos, experimental("the fill modifier")));
-            }
+            let fills = self.parse_fills()?;
             let next_min = if op == BinOp::Pow { prec } else { prec + 1 };
             let rhs = self.parse_expr(next_min)?;
-            lhs = self.build_binary(op, op_tok.pos, lhs, rhs, return_bool, matching)?;
+            lhs = self.build_binary(op, op_tok.pos, lhs, rhs, return_bool, matching, fills)?;
         }
         Ok(lhs)
     }
 
+    /// `fill(v)`, `fill_left(v)`, `fill_right(v)` after the operator's other
+    /// modifiers; a word `fill…` not followed by `(` is the right operand.
+    fn parse_fills(&mut self) -> PResult<(Option<f64>, Option<f64>)> {
+        let (mut left, mut right) = (None, None);
+        while let Some(w @ ("fill" | "fill_left" | "fill_right")) = self.peek_word().as_deref() {
+            if self.peek_n(1).kind != TokKind::LParen {
+                break;
+            }
+            let kw = self.next();
+            self.next();
+            let mut sign = 1.0;
+            while matches!(self.peek().kind, TokKind::Add | TokKind::Sub) {
+                if self.next().kind == TokKind::Sub {
+                    sign = -sign;
+                }
+            }
+            let TokKind::Number(v) = self.peek().kind else {
+                return self.unexpected("fill modifier", "number");
+            };
+            self.next();
+            if self.peek().kind != TokKind::RParen {
+                return self.unexpected("fill modifier", "\")\"");
+            }
+            self.next();
+            let v = sign * v;
+            let twice = match w {
+                "fill" => left.replace(v).is_some() | right.replace(v).is_some(),
+                "fill_left" => left.replace(v).is_some(),
+                _ => right.replace(v).is_some(),
+            };
+            if twice {
+                return Err((kw.pos, "fill modifier may not be set multiple times".into()));
+            }
+        }
+        Ok((left, right))
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn build_binary(
         &self,
         op: BinOp,
@@ -224,6 +293,7 @@ impl Parser<'_> {
         rhs: Expr,
         return_bool: bool,
         mut matching: Option<VectorMatching>,
+        (fill_left, fill_right): (Option<f64>, Option<f64>),
     ) -> PResult<Expr> {
         let pos = lhs.pos.to(rhs.pos);
         let (lt, rt) = (lhs.value_type(), rhs.value_type());
@@ -272,7 +342,19 @@ impl Parser<'_> {
                 on: false,
                 labels: Vec::new(),
                 include: Vec::new(),
+                fill_left: None,
+                fill_right: None,
             });
+            (m.fill_left, m.fill_right) = (fill_left, fill_right);
+            if op.is_set() && (fill_left.is_some() || fill_right.is_some()) {
+                return Err((
+                    pos,
+                    format!(
+                        "fill modifiers are not allowed for {:?} operation",
+                        op.as_str()
+                    ),
+                ));
+            }
             if op.is_set() {
                 if matches!(m.card, Card::ManyToOne | Card::OneToMany) {
                     return Err((
@@ -499,7 +581,7 @@ impl Parser<'_> {
                 };
                 let v = sign * v;
                 let ms = v * 1000.0;
-                if !ms.is_finite() || ms.abs() >= 9.2e18 {
+                if !ms.is_finite() || ms.abs() >= MAX_TIMESTAMP_MS as f64 {
                     return Err((
                         at_tok.pos,
                         format!("timestamp out of bounds for @ modifier: {}", go_float(v)),
@@ -573,6 +655,10 @@ impl Parser<'_> {
     }
 
     fn parse_dur_expr(&mut self, min_prec: u8) -> PResult<DurationExpr> {
+        self.nest(|p| p.parse_dur_expr_nested(min_prec))
+    }
+
+    fn parse_dur_expr_nested(&mut self, min_prec: u8) -> PResult<DurationExpr> {
         let mut lhs = match self.peek().kind {
             // A sign binds looser than `^`: `-2^2` is `-(2^2)`.
             TokKind::Sub => {
@@ -598,6 +684,10 @@ impl Parser<'_> {
 
     /// One signed term (after `offset`).
     fn parse_dur_unary(&mut self) -> PResult<DurationExpr> {
+        self.nest(|p| p.parse_dur_unary_nested())
+    }
+
+    fn parse_dur_unary_nested(&mut self) -> PResult<DurationExpr> {
         match self.peek().kind {
             TokKind::Sub => {
                 self.next();

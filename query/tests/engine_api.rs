@@ -129,3 +129,28 @@ fn engine_is_send_and_sync() {
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<Engine>();
 }
+
+#[test]
+fn extreme_times_and_durations_are_errors_not_panics() {
+    let e = Engine::new(EngineOptions::default());
+    let s = store();
+    let l = QueryLimits::default();
+    for t in [i64::MIN, i64::MAX, -(1 << 60), 1 << 60] {
+        let err = e.instant_query(&s, "x", t, &l).unwrap_err();
+        assert_eq!(err.error_type(), ErrorType::BadData);
+    }
+    assert!(e.range_query(&s, "x", -(1 << 59), 1 << 59, 1, &l).is_err());
+    assert!(e.instant_query(&s, "x @ 1e300", 0, &l).is_err());
+    for q in [
+        "x offset 9e9",
+        "x offset -9e9",
+        "x[9e9]",
+        "rate(x[5m] @ -1e15)",
+        "x offset range() * 1e300",
+        "sum_over_time(x[1m:1ms])",
+        "max_over_time(x[9e9:1d])",
+    ] {
+        let _ = e.instant_query(&s, q, 1 << 58, &l);
+        let _ = e.range_query(&s, q, -(1 << 58), 1 << 58, 1 << 57, &l);
+    }
+}

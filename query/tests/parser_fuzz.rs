@@ -115,3 +115,51 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn deep_nesting_is_an_error_not_a_stack_overflow() {
+    for depth in [100_000usize, 1_000] {
+        for (open, close) in [("(", ")"), ("-", ""), ("abs(", ")"), ("sum(", ")")] {
+            let q = format!("{}x{}", open.repeat(depth), close.repeat(depth));
+            let e = parse(&q).unwrap_err();
+            assert!(e.msg.contains("nests more than"), "{}", e.msg);
+        }
+        let q = format!("x[{}1m{}]", "(".repeat(depth), ")".repeat(depth));
+        assert!(parse(&q).is_err());
+        let q = vec!["x"; depth].join(" + ");
+        assert!(parse(&q).unwrap_err().msg.contains("nests more than"));
+    }
+    // Ordinary nesting evaluates fine.
+    let q = format!("{}x{}", "abs(".repeat(127), ")".repeat(127));
+    let e = Engine::new(EngineOptions::default());
+    assert!(
+        e.instant_query(&store(), &q, 300_000, &QueryLimits::default())
+            .is_ok()
+    );
+}
+
+#[test]
+fn deepest_allowed_queries_evaluate_within_a_small_stack() {
+    // Query threads may have small stacks; the deepest query the parser
+    // accepts must still evaluate on a 1 MiB stack.
+    let h = std::thread::Builder::new()
+        .stack_size(1 << 20)
+        .spawn(|| {
+            let e = Engine::new(EngineOptions::default());
+            let s = store();
+            let l = QueryLimits::default();
+            let nested = format!("{}foo{}", "abs(".repeat(127), ")".repeat(127));
+            let chain = vec!["foo"; 127].join(" + ");
+            let subq = format!(
+                "{}foo{}",
+                "max_over_time(".repeat(63),
+                "[1m:30s])".repeat(63)
+            );
+            for q in [nested, chain, subq] {
+                let r = e.range_query(&s, &q, 0, 600_000, 60_000, &l);
+                assert!(r.is_ok(), "{q}: {r:?}");
+            }
+        })
+        .unwrap();
+    h.join().expect("no stack overflow");
+}

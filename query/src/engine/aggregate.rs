@@ -339,8 +339,9 @@ fn select_series(
                     if !(-1.0..=1.0).contains(&p) {
                         ctx.warn(
                             &format!(
-                                "ratio value should be between -1 and 1, got {}",
-                                format_value(p)
+                                "ratio value should be between -1 and 1, got {}, capping to {}",
+                                format_value(p),
+                                format_value(ratio)
                             ),
                             pos,
                         );

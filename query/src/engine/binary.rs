@@ -78,6 +78,8 @@ pub(crate) fn eval(
                 on: false,
                 labels: Vec::new(),
                 include: Vec::new(),
+                fill_left: None,
+                fill_right: None,
             };
             let m = matching.unwrap_or(&default);
             let out = match op {
@@ -156,7 +158,13 @@ fn match_labels(l: &Labels, m: &VectorMatching) -> Labels {
     b.build().unwrap_or_default()
 }
 
-fn result_labels(many: &Labels, one: &Labels, m: &VectorMatching) -> Result<Labels, QueryError> {
+/// The labels of a result from the "many" side and its match on the "one"
+/// side (`None` when the one side was filled in).
+fn result_labels(
+    many: &Labels,
+    one: Option<&Labels>,
+    m: &VectorMatching,
+) -> Result<Labels, QueryError> {
     let mut b = many.builder();
     if m.card == Card::OneToOne {
         if m.on {
@@ -168,7 +176,7 @@ fn result_labels(many: &Labels, one: &Labels, m: &VectorMatching) -> Result<Labe
         }
     }
     for n in &m.include {
-        match one.get(n) {
+        match one.and_then(|o| o.get(n)) {
             Some(v) => b.set(n, v),
             None => b.del(n),
         };
@@ -204,69 +212,102 @@ fn vector_vector(
     // For one-to-one: which signature already produced an output at a step.
     let mut matched: HashMap<&[u8], usize> = HashMap::new();
     let drop = drops_name(op, return_bool);
+    // Prometheus fills after putting the "many" side on the left: fill_left
+    // stands in for a missing many-side series, fill_right for a missing
+    // one-side series.
+    let (fill_many, fill_one) = (m.fill_left, m.fill_right);
+    let one_sigs: Vec<Vec<u8>> = if fill_many.is_some() {
+        (0..one.len())
+            .map(|c| signature(&one.labels[c], m))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let shared_sigs: Vec<&Vec<usize>> = one_by_sig.values().filter(|v| v.len() > 1).collect();
+    let mut many_present: std::collections::HashSet<&[u8]> = std::collections::HashSet::new();
+    // Output rows: (many series, one series or usize::MAX when filled).
+    let mut row_of = |b: &mut StepMatrixBuilder,
+                      key: (usize, usize),
+                      labels: &dyn Fn() -> Result<Labels, QueryError>,
+                      dn: bool|
+     -> Result<usize, QueryError> {
+        if let Some(r) = pair_rows.get(&key) {
+            return Ok(*r);
+        }
+        let labels = labels()?;
+        let r = match rows_by_labels.get(&labels) {
+            Some(r) => *r,
+            None => {
+                let r = b.push_row(labels.clone(), dn);
+                rows_by_labels.insert(labels, r);
+                r
+            }
+        };
+        pair_rows.insert(key, r);
+        Ok(r)
+    };
+    let finish_value = |lv: f64, rv: f64| -> Option<f64> {
+        let (v, keep) = apply(op, lv, rv);
+        if !op.is_comparison() {
+            Some(v)
+        } else if return_bool {
+            Some(if keep { 1.0 } else { 0.0 })
+        } else {
+            keep.then_some(v)
+        }
+    };
     for k in 0..grid.n {
         if k % 256 == 0 {
             ctx.check()?;
         }
         matched.clear();
-        for (i, sig) in many_sigs.iter().enumerate() {
-            let Some(mv) = many.get(i, k) else { continue };
-            let Some(cands) = one_by_sig.get(sig) else {
-                continue;
-            };
-            let mut found: Option<usize> = None;
-            for &c in cands {
-                if one.present(c, k) {
-                    if let Some(prev) = found {
-                        let side = if swap { "left" } else { "right" };
-                        return Err(QueryError::Execution(format!(
-                            "found duplicate series for the match group {} on the {side} hand-side of the operation: [{}, {}];many-to-many matching not allowed: matching labels must be unique on one side",
-                            match_labels(&one.labels[c], m),
-                            one.labels[prev],
-                            one.labels[c],
-                        )));
-                    }
-                    found = Some(c);
+        many_present.clear();
+        // A match group with two series on the "one" side is an error
+        // whenever both sides have samples, as in Prometheus.
+        if (0..many.len()).any(|i| many.present(i, k)) {
+            for group in &shared_sigs {
+                let mut present = group.iter().filter(|&&c| one.present(c, k));
+                if let (Some(&a), Some(&c)) = (present.next(), present.next()) {
+                    let side = if swap { "left" } else { "right" };
+                    return Err(QueryError::Execution(format!(
+                        "found duplicate series for the match group {} on the {side} hand-side of the operation: [{}, {}];many-to-many matching not allowed: matching labels must be unique on one side",
+                        match_labels(&one.labels[c], m),
+                        one.labels[a],
+                        one.labels[c],
+                    )));
                 }
             }
-            let Some(c) = found else { continue };
+        }
+        for (i, sig) in many_sigs.iter().enumerate() {
+            let Some(mv) = many.get(i, k) else { continue };
+            if fill_many.is_some() {
+                many_present.insert(sig.as_slice());
+            }
+            let found = one_by_sig
+                .get(sig)
+                .and_then(|cands| cands.iter().copied().find(|&c| one.present(c, k)));
+            let ov = match (found, fill_one) {
+                (Some(c), _) => one.get(c, k).unwrap_or(f64::NAN),
+                (None, Some(f)) => f,
+                (None, None) => continue,
+            };
             // Prometheus checks the matching before the comparison filters.
             if m.card == Card::OneToOne && matched.insert(sig.as_slice(), i).is_some() {
                 return Err(QueryError::Execution(
                     "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)".into(),
                 ));
             }
-            let ov = one.get(c, k).unwrap_or(f64::NAN);
             let (lv, rv) = if swap { (ov, mv) } else { (mv, ov) };
-            let (v, keep) = apply(op, lv, rv);
-            let v = if op.is_comparison() {
-                if return_bool {
-                    if keep { 1.0 } else { 0.0 }
-                } else if keep {
-                    v
-                } else {
-                    continue;
-                }
-            } else {
-                v
+            let Some(v) = finish_value(lv, rv) else {
+                continue;
             };
-            let row = match pair_rows.get(&(i, c)) {
-                Some(r) => *r,
-                None => {
-                    let labels = result_labels(&many.labels[i], &one.labels[c], m)?;
-                    let dn = drop || many.drop_name[i];
-                    let r = match rows_by_labels.get(&labels) {
-                        Some(r) => *r,
-                        None => {
-                            let r = b.push_row(labels.clone(), dn);
-                            rows_by_labels.insert(labels, r);
-                            r
-                        }
-                    };
-                    pair_rows.insert((i, c), r);
-                    r
-                }
-            };
+            let one_labels = found.map(|c| &one.labels[c]);
+            let row = row_of(
+                &mut b,
+                (i, found.unwrap_or(usize::MAX)),
+                &|| result_labels(&many.labels[i], one_labels, m),
+                drop || many.drop_name[i],
+            )?;
             if b.is_set(row, k) {
                 let msg = if m.card == Card::OneToOne {
                     "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)"
@@ -275,6 +316,26 @@ fn vector_vector(
                 };
                 return Err(QueryError::Execution(msg.into()));
             }
+            b.set(row, k, v);
+        }
+        let Some(fm) = fill_many else { continue };
+        // One-side series with no many-side match: the result carries the
+        // match group's labels.
+        for (c, sig) in one_sigs.iter().enumerate() {
+            let Some(ov) = one.get(c, k) else { continue };
+            if many_present.contains(sig.as_slice()) {
+                continue;
+            }
+            let (lv, rv) = if swap { (ov, fm) } else { (fm, ov) };
+            let Some(v) = finish_value(lv, rv) else {
+                continue;
+            };
+            let row = row_of(
+                &mut b,
+                (usize::MAX, c),
+                &|| Ok(match_labels(&one.labels[c], m)),
+                false,
+            )?;
             b.set(row, k, v);
         }
     }

@@ -280,11 +280,11 @@ pub(crate) fn eval_call(
             let r = eval_range(ctx, &args[0], grid)?;
             let labels = absent_labels(&args[0]);
             let mut any = vec![false; grid.n];
-            r.windows(|_, k, w| {
+            r.windows(ctx, |_, k, w| {
                 if !w.ts.is_empty() {
                     any[k] = true;
                 }
-            });
+            })?;
             let mut b = StepMatrixBuilder::new(grid.n);
             let row = b.push_row(labels, false);
             for (k, a) in any.iter().enumerate() {
@@ -627,4 +627,28 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     let doy = (153 * mp + 2) / 5 + d - 1;
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     era * 146_097 + doe - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn civil_dates_round_trip() {
+        for days in [-800_000i64, -1, 0, 59, 365, 11_016, 19_000, 2_000_000] {
+            let (y, m, d) = civil(days);
+            assert_eq!(days_from_civil(y, m as i64, d as i64), days);
+        }
+        assert_eq!(civil(0), (1970, 1, 1));
+        // 2000-02-29 was a leap day.
+        assert_eq!(civil(11_016), (2000, 2, 29));
+    }
+
+    #[test]
+    fn natural_order_compares_digit_runs_as_numbers() {
+        use std::cmp::Ordering::*;
+        assert_eq!(natural_cmp("4m5", "4m600"), Less);
+        assert_eq!(natural_cmp("1.11.3", "1.2.3"), Greater);
+        assert_eq!(natural_cmp("a", "a"), Equal);
+    }
 }

@@ -124,3 +124,24 @@ impl StepMatrixBuilder {
         b.finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_absent_at_every_step_are_dropped() {
+        let mut b = StepMatrixBuilder::new(3);
+        let a = b.push_row(Labels::from_pairs([("a", "1")]).unwrap(), false);
+        b.push_row(Labels::from_pairs([("a", "2")]).unwrap(), true);
+        let c = b.push_row(Labels::from_pairs([("a", "3")]).unwrap(), true);
+        b.set(a, 1, 5.0);
+        b.set(c, 2, -1.0);
+        let m = b.finish();
+        assert_eq!(m.len(), 2);
+        assert_eq!(m.values.len(), 6);
+        assert_eq!((m.get(0, 0), m.get(0, 1)), (None, Some(5.0)));
+        assert_eq!(m.get(1, 2), Some(-1.0));
+        assert_eq!(m.drop_name, vec![false, true]);
+    }
+}

@@ -17,7 +17,7 @@ use super::columns::{StepMatrix, StepMatrixBuilder};
 use super::{
     EngineOptions, InstantSample, QueryError, QueryLimits, QueryResult, QueryValue, RangeSeries,
 };
-use crate::ast::{AtModifier, Duration, Expr, ExprKind, PosRange, VectorSelector};
+use crate::ast::{AtModifier, Duration, Expr, ExprKind, MAX_DURATION_MS, PosRange, VectorSelector};
 
 /// Evaluation times: `n` steps from `start`, `step` apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,12 +45,20 @@ pub(crate) struct RangeInput {
 
 impl RangeInput {
     /// For each series, calls `f(series, step, window)` with the window of
-    /// every step, sliding two cursors over the samples once.
-    pub fn windows(&self, mut f: impl FnMut(usize, usize, Window<'_>)) {
+    /// every step, sliding two cursors over the samples once. Checks the
+    /// query's deadline and cancellation every 256 series.
+    pub fn windows(
+        &self,
+        ctx: &Ctx,
+        mut f: impl FnMut(usize, usize, Window<'_>),
+    ) -> Result<(), QueryError> {
         // resets[i]: how many of samples 1..=i are below their predecessor,
         // so a window knows in O(1) whether it holds a counter reset.
         let mut resets: Vec<u32> = Vec::new();
         for s in 0..self.batch.len() {
+            if s % 256 == 0 {
+                ctx.check()?;
+            }
             let sr = self.batch.series(s);
             let (ts, vs) = (sr.timestamps, sr.values);
             resets.clear();
@@ -90,6 +98,7 @@ impl RangeInput {
                 );
             }
         }
+        Ok(())
     }
 }
 
@@ -189,7 +198,9 @@ impl Ctx<'_> {
     /// A duration's value in this query (duration expressions may use the
     /// query's step and range).
     pub fn duration(&self, d: &Duration) -> i64 {
-        d.resolve(self.interval, self.end - self.start).round() as i64
+        let v = d.resolve(self.interval, self.end - self.start).round();
+        // NaN becomes 0; the clamp keeps every time shift in range.
+        (v as i64).clamp(-MAX_DURATION_MS, MAX_DURATION_MS)
     }
 }
 
@@ -238,7 +249,7 @@ pub(crate) fn run(
             },
             Value::Str(s) => QueryValue::String { t_ms: start, s },
             Value::Vector(m) => QueryValue::Vector(instant_samples(m, start)?),
-            Value::Range(r) => QueryValue::Matrix(range_series(&r)?),
+            Value::Range(r) => QueryValue::Matrix(range_series(&ctx, &r)?),
         }
     } else {
         match value {
@@ -333,9 +344,9 @@ fn matrix_of(m: StepMatrix, grid: Grid) -> Result<Vec<RangeSeries>, QueryError> 
     Ok(series)
 }
 
-fn range_series(r: &RangeInput) -> Result<Vec<RangeSeries>, QueryError> {
+fn range_series(ctx: &Ctx, r: &RangeInput) -> Result<Vec<RangeSeries>, QueryError> {
     let mut out: Vec<RangeSeries> = Vec::new();
-    r.windows(|s, _, w| {
+    r.windows(ctx, |s, _, w| {
         let (ts, vs) = (w.ts, w.vs);
         if !ts.is_empty() {
             out.push(RangeSeries {
@@ -343,7 +354,7 @@ fn range_series(r: &RangeInput) -> Result<Vec<RangeSeries>, QueryError> {
                 samples: ts.iter().copied().zip(vs.iter().copied()).collect(),
             });
         }
-    });
+    })?;
     Ok(out)
 }
 

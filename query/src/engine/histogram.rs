@@ -229,3 +229,34 @@ fn bucket_fraction(lower: f64, upper: f64, buckets: &mut Vec<(f64, f64)>) -> f64
     }
     inside / total
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantile_interpolates_within_the_bucket() {
+        let mut b = vec![(f64::INFINITY, 100.0), (1.0, 50.0), (2.0, 100.0)];
+        assert_eq!(bucket_quantile(0.5, &mut b), (1.0, false));
+        let mut b = vec![(1.0, 50.0), (2.0, 100.0), (f64::INFINITY, 100.0)];
+        assert_eq!(bucket_quantile(0.75, &mut b), (1.5, false));
+        // Without a +Inf bucket there is no answer.
+        let mut b = vec![(1.0, 50.0)];
+        assert!(bucket_quantile(0.5, &mut b).0.is_nan());
+    }
+
+    #[test]
+    fn non_monotonic_buckets_are_fixed_and_reported() {
+        let mut b = vec![(1.0, 10.0), (2.0, 8.0), (f64::INFINITY, 20.0)];
+        let (_, fixed) = bucket_quantile(0.5, &mut b);
+        assert!(fixed);
+    }
+
+    #[test]
+    fn fraction_counts_infinite_buckets_only_at_their_open_end() {
+        let mut b = vec![(1.0, 10.0), (2.0, 30.0), (f64::INFINITY, 40.0)];
+        assert_eq!(bucket_fraction(0.0, 1.0, &mut b.clone()), 0.25);
+        assert_eq!(bucket_fraction(1.5, f64::INFINITY, &mut b.clone()), 0.5);
+        assert_eq!(bucket_fraction(1.5, 1e9, &mut b), 0.25);
+    }
+}

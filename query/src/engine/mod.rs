@@ -201,6 +201,16 @@ impl From<SelectError> for QueryError {
     }
 }
 
+/// Rejects evaluation times beyond [`crate::ast::MAX_TIMESTAMP_MS`].
+fn check_time(t_ms: i64) -> Result<(), QueryError> {
+    if t_ms.unsigned_abs() >= crate::ast::MAX_TIMESTAMP_MS as u64 {
+        return Err(QueryError::BadParam(format!(
+            "timestamp {t_ms} ms is out of range"
+        )));
+    }
+    Ok(())
+}
+
 /// The PromQL engine. It holds only options, so it is `Send + Sync` and one
 /// instance serves every query.
 #[derive(Debug, Clone)]
@@ -227,6 +237,7 @@ impl Engine {
         t_ms: i64,
         limits: &QueryLimits,
     ) -> Result<QueryResult, QueryError> {
+        check_time(t_ms)?;
         let expr = parse(q)?;
         eval::run(&self.opts, store, q, &expr, t_ms, t_ms, 0, limits, true)
     }
@@ -241,6 +252,7 @@ impl Engine {
         t_ms: i64,
         limits: &QueryLimits,
     ) -> Result<QueryResult, QueryError> {
+        check_time(t_ms)?;
         eval::run(&self.opts, store, q, expr, t_ms, t_ms, 0, limits, true)
     }
 
@@ -254,6 +266,8 @@ impl Engine {
         step_ms: i64,
         limits: &QueryLimits,
     ) -> Result<QueryResult, QueryError> {
+        check_time(start_ms)?;
+        check_time(end_ms)?;
         if end_ms < start_ms {
             return Err(QueryError::BadParam(
                 "end timestamp must not be before start time".into(),

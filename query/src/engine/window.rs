@@ -9,37 +9,74 @@ use super::columns::StepMatrixBuilder;
 use super::eval::{Ctx, Grid, RangeInput, Value, Window, eval_range, eval_scalar};
 use crate::ast::Expr;
 
+/// The range functions, resolved from the name once per call (not per window).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RangeFn {
+    Rate,
+    Increase,
+    Delta,
+    Irate,
+    Idelta,
+    Deriv,
+    PredictLinear,
+    DoubleExponentialSmoothing,
+    Changes,
+    Resets,
+    AvgOverTime,
+    MinOverTime,
+    MaxOverTime,
+    SumOverTime,
+    CountOverTime,
+    LastOverTime,
+    FirstOverTime,
+    PresentOverTime,
+    StddevOverTime,
+    StdvarOverTime,
+    QuantileOverTime,
+    MadOverTime,
+    TsOfMaxOverTime,
+    TsOfMinOverTime,
+    TsOfLastOverTime,
+    TsOfFirstOverTime,
+}
+
+impl RangeFn {
+    fn from_name(name: &str) -> Option<RangeFn> {
+        Some(match name {
+            "rate" => RangeFn::Rate,
+            "increase" => RangeFn::Increase,
+            "delta" => RangeFn::Delta,
+            "irate" => RangeFn::Irate,
+            "idelta" => RangeFn::Idelta,
+            "deriv" => RangeFn::Deriv,
+            "predict_linear" => RangeFn::PredictLinear,
+            "double_exponential_smoothing" => RangeFn::DoubleExponentialSmoothing,
+            "changes" => RangeFn::Changes,
+            "resets" => RangeFn::Resets,
+            "avg_over_time" => RangeFn::AvgOverTime,
+            "min_over_time" => RangeFn::MinOverTime,
+            "max_over_time" => RangeFn::MaxOverTime,
+            "sum_over_time" => RangeFn::SumOverTime,
+            "count_over_time" => RangeFn::CountOverTime,
+            "last_over_time" => RangeFn::LastOverTime,
+            "first_over_time" => RangeFn::FirstOverTime,
+            "present_over_time" => RangeFn::PresentOverTime,
+            "stddev_over_time" => RangeFn::StddevOverTime,
+            "stdvar_over_time" => RangeFn::StdvarOverTime,
+            "quantile_over_time" => RangeFn::QuantileOverTime,
+            "mad_over_time" => RangeFn::MadOverTime,
+            "ts_of_max_over_time" => RangeFn::TsOfMaxOverTime,
+            "ts_of_min_over_time" => RangeFn::TsOfMinOverTime,
+            "ts_of_last_over_time" => RangeFn::TsOfLastOverTime,
+            "ts_of_first_over_time" => RangeFn::TsOfFirstOverTime,
+            _ => return None,
+        })
+    }
+}
+
 /// Whether `name` is implemented here.
 pub(crate) fn is_range_fn(name: &str) -> bool {
-    matches!(
-        name,
-        "rate"
-            | "increase"
-            | "delta"
-            | "irate"
-            | "idelta"
-            | "deriv"
-            | "predict_linear"
-            | "double_exponential_smoothing"
-            | "changes"
-            | "resets"
-            | "avg_over_time"
-            | "min_over_time"
-            | "max_over_time"
-            | "sum_over_time"
-            | "count_over_time"
-            | "last_over_time"
-            | "first_over_time"
-            | "present_over_time"
-            | "stddev_over_time"
-            | "stdvar_over_time"
-            | "quantile_over_time"
-            | "mad_over_time"
-            | "ts_of_max_over_time"
-            | "ts_of_min_over_time"
-            | "ts_of_last_over_time"
-            | "ts_of_first_over_time"
-    )
+    RangeFn::from_name(name).is_some()
 }
 
 pub(crate) fn eval(ctx: &Ctx, func: &str, args: &[Expr], grid: Grid) -> Result<Value, QueryError> {
@@ -71,53 +108,57 @@ pub(crate) fn eval(ctx: &Ctx, func: &str, args: &[Expr], grid: Grid) -> Result<V
             }
         }
     }
-    let keeps_name = matches!(func, "last_over_time" | "first_over_time");
+    let Some(f) = RangeFn::from_name(func) else {
+        return Err(QueryError::Execution(format!(
+            "unknown range function {func}"
+        )));
+    };
+    let keeps_name = matches!(f, RangeFn::LastOverTime | RangeFn::FirstOverTime);
     let mut b = StepMatrixBuilder::new(grid.n);
     let mut row: Vec<Option<usize>> = vec![None; r.batch.len()];
     let mut buf: Vec<f64> = Vec::new();
-    let mut err: Option<QueryError> = None;
     let mut points = 0usize;
-    r.windows(|s, k, w| {
+    r.windows(ctx, |s, k, w| {
         let (ts, vs) = (w.ts, w.vs);
-        if ts.is_empty() || err.is_some() {
+        if ts.is_empty() {
             return;
         }
         let end = r.ends[k];
-        let v = match func {
-            "rate" => extrapolated(&r, end, w, true, true),
-            "increase" => extrapolated(&r, end, w, true, false),
-            "delta" => extrapolated(&r, end, w, false, false),
-            "irate" | "idelta" => instant_delta(ts, vs, func == "irate"),
-            "deriv" => (ts.len() >= 2).then(|| linear_regression(ts, vs, ts[0]).0),
-            "predict_linear" => (ts.len() >= 2).then(|| {
+        let v = match f {
+            RangeFn::Rate => extrapolated(&r, end, w, true, true),
+            RangeFn::Increase => extrapolated(&r, end, w, true, false),
+            RangeFn::Delta => extrapolated(&r, end, w, false, false),
+            RangeFn::Irate | RangeFn::Idelta => instant_delta(ts, vs, f == RangeFn::Irate),
+            RangeFn::Deriv => (ts.len() >= 2).then(|| linear_regression(ts, vs, ts[0]).0),
+            RangeFn::PredictLinear => (ts.len() >= 2).then(|| {
                 // The intercept is at the evaluation time, even under `@`.
                 let (slope, icept) = linear_regression(ts, vs, grid.t(k));
                 slope * scalars[0][k] + icept
             }),
-            "double_exponential_smoothing" => holt(vs, scalars[0][k], scalars[1][k]),
-            "changes" => Some(
+            RangeFn::DoubleExponentialSmoothing => holt(vs, scalars[0][k], scalars[1][k]),
+            RangeFn::Changes => Some(
                 vs.windows(2)
                     .filter(|w| w[0] != w[1] && !(w[0].is_nan() && w[1].is_nan()))
                     .count() as f64,
             ),
-            "resets" if !w.has_reset => Some(0.0),
-            "resets" => Some(vs.windows(2).filter(|p| p[1] < p[0]).count() as f64),
-            "avg_over_time" => Some(mean(vs)),
-            "sum_over_time" => Some(sum(vs)),
-            "count_over_time" => Some(vs.len() as f64),
-            "present_over_time" => Some(1.0),
-            "last_over_time" => vs.last().copied(),
-            "first_over_time" => vs.first().copied(),
-            "min_over_time" => Some(
+            RangeFn::Resets if !w.has_reset => Some(0.0),
+            RangeFn::Resets => Some(vs.windows(2).filter(|p| p[1] < p[0]).count() as f64),
+            RangeFn::AvgOverTime => Some(mean(vs)),
+            RangeFn::SumOverTime => Some(sum(vs)),
+            RangeFn::CountOverTime => Some(vs.len() as f64),
+            RangeFn::PresentOverTime => Some(1.0),
+            RangeFn::LastOverTime => vs.last().copied(),
+            RangeFn::FirstOverTime => vs.first().copied(),
+            RangeFn::MinOverTime => Some(
                 vs.iter()
                     .fold(f64::NAN, |a, &v| if a.is_nan() || v < a { v } else { a }),
             ),
-            "max_over_time" => Some(
+            RangeFn::MaxOverTime => Some(
                 vs.iter()
                     .fold(f64::NAN, |a, &v| if a.is_nan() || v > a { v } else { a }),
             ),
-            "ts_of_max_over_time" | "ts_of_min_over_time" => {
-                let max = func == "ts_of_max_over_time";
+            RangeFn::TsOfMaxOverTime | RangeFn::TsOfMinOverTime => {
+                let max = f == RangeFn::TsOfMaxOverTime;
                 let mut best: Option<(f64, i64)> = None;
                 for (&t, &v) in ts.iter().zip(vs) {
                     best = match best {
@@ -129,9 +170,9 @@ pub(crate) fn eval(ctx: &Ctx, func: &str, args: &[Expr], grid: Grid) -> Result<V
                 }
                 best.map(|(_, t)| t as f64 / 1000.0)
             }
-            "ts_of_last_over_time" => ts.last().map(|t| *t as f64 / 1000.0),
-            "ts_of_first_over_time" => ts.first().map(|t| *t as f64 / 1000.0),
-            "stddev_over_time" | "stdvar_over_time" => {
+            RangeFn::TsOfLastOverTime => ts.last().map(|t| *t as f64 / 1000.0),
+            RangeFn::TsOfFirstOverTime => ts.first().map(|t| *t as f64 / 1000.0),
+            RangeFn::StddevOverTime | RangeFn::StdvarOverTime => {
                 let (mut count, mut mean, mut cm, mut m2, mut cv) = (0.0f64, 0.0, 0.0, 0.0, 0.0);
                 for &v in vs {
                     count += 1.0;
@@ -140,30 +181,24 @@ pub(crate) fn eval(ctx: &Ctx, func: &str, args: &[Expr], grid: Grid) -> Result<V
                     (m2, cv) = kahan_add(delta * (v - (mean + cm)), m2, cv);
                 }
                 let var = (m2 + cv) / count;
-                Some(if func == "stddev_over_time" {
+                Some(if f == RangeFn::StddevOverTime {
                     var.sqrt()
                 } else {
                     var
                 })
             }
-            "quantile_over_time" => {
+            RangeFn::QuantileOverTime => {
                 buf.clear();
                 buf.extend_from_slice(vs);
                 Some(quantile(scalars[0][k], &mut buf))
             }
-            "mad_over_time" if vs.iter().any(|v| v.is_nan()) => Some(f64::NAN),
-            "mad_over_time" => {
+            RangeFn::MadOverTime if vs.iter().any(|v| v.is_nan()) => Some(f64::NAN),
+            RangeFn::MadOverTime => {
                 buf.clear();
                 buf.extend_from_slice(vs);
                 let median = quantile(0.5, &mut buf);
                 buf.iter_mut().for_each(|v| *v = (*v - median).abs());
                 Some(quantile(0.5, &mut buf))
-            }
-            _ => {
-                err = Some(QueryError::Execution(format!(
-                    "unknown range function {func}"
-                )));
-                None
             }
         };
         if let Some(v) = v {
@@ -173,10 +208,7 @@ pub(crate) fn eval(ctx: &Ctx, func: &str, args: &[Expr], grid: Grid) -> Result<V
             b.set(rr, k, v);
             points += 1;
         }
-    });
-    if let Some(e) = err {
-        return Err(e);
-    }
+    })?;
     ctx.account(points)?;
     if func == "quantile_over_time"
         && let Some(bad) = scalars[0].iter().find(|v| !(0.0..=1.0).contains(*v))
