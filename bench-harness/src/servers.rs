@@ -13,7 +13,7 @@ use thiserror::Error;
 /// A self-metric: a metric name, optionally restricted to lines whose label
 /// text contains `label` (e.g. `type="storage/hour_metric_ids"`); values of
 /// all matching lines are summed.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MetricRef {
     pub name: &'static str,
     pub label: Option<&'static str>,
@@ -24,7 +24,7 @@ const fn metric(name: &'static str) -> MetricRef {
 }
 
 /// How to start and read one server.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone)]
 pub struct ServerSpec {
     /// Short name used in reports (`prometheus`, `kiln`, …).
     pub name: String,
