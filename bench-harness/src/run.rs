@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config;
 use crate::httpc;
-use crate::model::FleetSpec;
+use crate::model::{FleetSpec, TargetKind};
 use crate::process::{self, Supervised};
 use crate::servers::{self, ServerSpec};
 
@@ -114,8 +114,9 @@ pub struct RunReport {
     pub server: String,
     pub command: Vec<String>,
     pub fleet: FleetSpec,
-    /// Samples per second the fleet offers (series of answering targets
-    /// over the interval), before the server's own `up`/`scrape_*` series.
+    /// Samples per second the fleet offers (series of targets that answer
+    /// within the scrape timeout, over the interval), before the server's
+    /// own `up`/`scrape_*` series.
     pub offered_samples_per_s: f64,
     pub duration_s: f64,
     pub warmup_s: f64,
@@ -189,6 +190,22 @@ fn start_fleet(spec: &FleetSpec, lifetime: Duration) -> Result<FleetProcess, Str
     Ok(FleetProcess { process, port })
 }
 
+/// Samples per second the fleet can deliver: failing targets never do,
+/// slow ones only when they answer within the scrape timeout.
+fn offered_samples_per_s(spec: &FleetSpec) -> f64 {
+    let timeout_ms = config::scrape_timeout_ms(spec);
+    let answering = |i: &usize| match spec.kind(*i) {
+        TargetKind::Failing => false,
+        TargetKind::Slow => spec.slow_delay_ms < timeout_ms,
+        TargetKind::Normal | TargetKind::Histogram => true,
+    };
+    (0..spec.targets)
+        .filter(answering)
+        .map(|i| spec.series_of(i))
+        .sum::<usize>() as f64
+        / (spec.interval_ms as f64 / 1000.0)
+}
+
 fn free_loopback_port() -> std::io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
@@ -217,11 +234,7 @@ pub fn run(
     let mut spec = spec.clone();
     let started_unix_ms = unix_ms();
     spec.origin_ms = started_unix_ms - started_unix_ms.rem_euclid(spec.interval_ms.max(1) as i64);
-    let offered = (0..spec.targets)
-        .filter(|&i| spec.kind(i) != crate::model::TargetKind::Failing)
-        .map(|i| spec.series_of(i))
-        .sum::<usize>() as f64
-        / (spec.interval_ms as f64 / 1000.0);
+    let offered = offered_samples_per_s(&spec);
     let mut report = RunReport {
         kiln_bench_version: env!("CARGO_PKG_VERSION").to_owned(),
         server: server.name.clone(),
@@ -748,6 +761,34 @@ mod tests {
             fleet_cpu_s: Some(t_s / 100.0),
             host_busy_s: Some(t_s),
         }
+    }
+
+    /// 10 targets: 2 histogram (1,000 + 2 families × 14), 2 slow, 1
+    /// failing, 5 normal; slow ones count only within the 10 s timeout.
+    #[test]
+    fn offered_load_counts_answering_targets() {
+        let mut spec = FleetSpec {
+            targets: 10,
+            series_per_target: 1_000,
+            interval_ms: 10_000,
+            churn_per_hour: 0.0,
+            histogram_targets: 2,
+            histogram_series: 20,
+            slow_targets: 2,
+            slow_delay_ms: 2_000,
+            failing_targets: 1,
+            timestamps: false,
+            origin_ms: 0,
+        };
+        assert_eq!(
+            offered_samples_per_s(&spec),
+            (2.0 * 1_028.0 + 7.0 * 1_000.0) / 10.0
+        );
+        spec.slow_delay_ms = 10_000;
+        assert_eq!(
+            offered_samples_per_s(&spec),
+            (2.0 * 1_028.0 + 5.0 * 1_000.0) / 10.0
+        );
     }
 
     #[test]
