@@ -148,6 +148,9 @@ const QUERIES: [(&str, &str, bool); 4] = [
     ),
 ];
 
+/// Time after which the query set stops repeating queries.
+const QUERY_BUDGET: Duration = Duration::from_secs(120);
+
 fn unix_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -451,6 +454,9 @@ fn time_queries(
         "count(up == 0) or vector(0)".to_owned(),
         false,
     ));
+    // The whole query phase is bounded: repeats stop once the budget is
+    // spent (each query still runs at least once, within its own timeout).
+    let deadline = Instant::now() + QUERY_BUDGET;
     all.into_iter()
         .map(|(name, expr, range)| {
             let path = if range {
@@ -473,7 +479,10 @@ fn time_queries(
                 result_series: None,
                 error: None,
             };
-            for _ in 0..options.query_repeat.max(1) {
+            for repeat in 0..options.query_repeat.max(1) {
+                if repeat > 0 && Instant::now() >= deadline {
+                    break;
+                }
                 let began = Instant::now();
                 let reply = runtime.block_on(httpc::get(addr, &path, Duration::from_secs(30)));
                 let ms = began.elapsed().as_secs_f64() * 1000.0;
