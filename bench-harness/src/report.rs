@@ -406,7 +406,7 @@ td:first-child,th:first-child{{text-align:left}}.plots{{display:flex;flex-wrap:w
         let _ = write!(
             page,
             "<p>Fleet: {} targets × {} series, every {} ms; {} histogram, {} slow ({} ms), {} failing targets; churn {}/h; explicit timestamps: {}. \
-Run: {:.0} s after readiness, warm-up {:.0} s excluded from rates. kiln-bench {}.</p>",
+Planned: {:.0} s of measurement after readiness, at least {:.0} s of warm-up left out of rates. kiln-bench {}.</p>",
             f.targets,
             f.series_per_target,
             f.interval_ms,
@@ -477,12 +477,16 @@ Run: {:.0} s after readiness, warm-up {:.0} s excluded from rates. kiln-bench {}
                 .collect(),
         ),
     ];
-    for (title, unit, lines) in &plots {
-        page.push_str(&svg_plot(title, unit, lines));
+    if runs.iter().all(|r| r.samples.is_empty()) {
+        page.push_str("</div><p class=\"bad\">No samples were taken: nothing to plot.</p>");
+    } else {
+        for (title, unit, lines) in &plots {
+            page.push_str(&svg_plot(title, unit, lines));
+        }
+        page.push_str(
+            "</div><p>Time in seconds since the server started; a dashed line marks where a run's steady window begins (rates in the table are taken from there).</p>",
+        );
     }
-    page.push_str(
-        "</div><p>Time in seconds since the server started; a dashed line marks where a run's steady window begins (rates in the table are taken from there).</p>",
-    );
     for (run, name) in runs.iter().zip(&names) {
         let _ = write!(
             page,
