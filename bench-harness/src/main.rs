@@ -96,10 +96,14 @@ enum Command {
     Compare {
         #[command(flatten)]
         fleet: FleetArgs,
-        /// Servers to compare, the first is the reference for ratios
-        /// (default: every installed preset, kiln first).
+        /// Servers to compare, run in this order (default: every installed
+        /// preset, kiln first).
         #[arg(long, value_delimiter = ',')]
         servers: Vec<String>,
+        /// The server ratios are taken against (default: prometheus when
+        /// compared, else the first); its column comes first.
+        #[arg(long)]
+        reference: Option<String>,
         #[command(flatten)]
         run: RunArgs,
     },
@@ -375,8 +379,9 @@ fn dispatch(command: Command) -> Result<ExitCode, String> {
         Command::Compare {
             fleet,
             servers,
+            reference,
             run,
-        } => compare(&fleet, servers, &run),
+        } => compare(&fleet, servers, reference.as_deref(), &run),
         Command::Plan(args) => plan_command(&args),
         Command::Report { runs, out, title } => {
             let mut reports = Vec::new();
@@ -413,7 +418,12 @@ fn write_reports(out: &Path, runs: &[RunReport], title: &str) -> Result<(), Stri
     Ok(())
 }
 
-fn compare(fleet: &FleetArgs, servers: Vec<String>, run: &RunArgs) -> Result<ExitCode, String> {
+fn compare(
+    fleet: &FleetArgs,
+    servers: Vec<String>,
+    reference: Option<&str>,
+    run: &RunArgs,
+) -> Result<ExitCode, String> {
     let spec = fleet.spec()?;
     let options = run.options(fleet.interval)?;
     let names: Vec<String> = if servers.is_empty() {
@@ -461,6 +471,16 @@ fn compare(fleet: &FleetArgs, servers: Vec<String>, run: &RunArgs) -> Result<Exi
         reports.push(report);
     }
     let all_ok = reports.iter().all(|r| r.outcome.status == "completed");
+    let reference = reference.unwrap_or(if names.iter().any(|n| n == "prometheus") {
+        "prometheus"
+    } else {
+        &names[0]
+    });
+    let first = reports
+        .iter()
+        .position(|r| r.server == reference)
+        .ok_or_else(|| format!("--reference {reference} is not among the compared servers"))?;
+    reports[..=first].rotate_right(1);
     write_json(
         &out.join("compare.json"),
         &serde_json::json!({ "runs": &reports, "ratios": report::ratios(&reports) }),
