@@ -230,10 +230,6 @@ pub fn run(
     options: &RunOptions,
     out_dir: &Path,
 ) -> RunReport {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a current-thread runtime needs no resources that can be missing");
     let mut spec = spec.clone();
     let started_unix_ms = unix_ms();
     spec.origin_ms = started_unix_ms - started_unix_ms.rem_euclid(spec.interval_ms.max(1) as i64);
@@ -263,6 +259,23 @@ pub fn run(
             detail,
             log_tail: log.map(|p| log_tail(p, 20)).unwrap_or_default(),
         };
+    };
+    // The harness's own HTTP client runs here (it needs an epoll fd and a
+    // timer, which a process out of descriptors may not get).
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            fail(
+                &mut report,
+                "failed_to_start",
+                format!("kiln-bench's runtime: {e}"),
+                None,
+            );
+            return report;
+        }
     };
     let fleet_lifetime = options.ready_timeout + options.duration + Duration::from_secs(300);
     let mut fleet = match start_fleet(&spec, fleet_lifetime) {
