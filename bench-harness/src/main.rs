@@ -9,6 +9,7 @@
 mod config;
 mod fleet;
 mod httpc;
+mod load;
 mod model;
 mod plan;
 mod process;
@@ -205,6 +206,9 @@ struct RunArgs {
     /// Times each query of the query set is repeated.
     #[arg(long, default_value_t = 5)]
     query_repeat: usize,
+    /// Queries per second sent while measuring (the query set, round-robin).
+    #[arg(long, default_value_t = 0.0)]
+    query_rate: f64,
     /// Executable of a preset: NAME=PATH (repeatable), e.g. kiln=target/release/kiln.
     #[arg(long = "program")]
     programs: Vec<String>,
@@ -224,6 +228,9 @@ impl RunArgs {
         if self.sample_every < Duration::from_millis(200) {
             return Err("--sample-every must be at least 200ms".to_owned());
         }
+        if !(0.0..=1000.0).contains(&self.query_rate) {
+            return Err("--query-rate must be between 0 and 1000 per second".to_owned());
+        }
         if self.ready_timeout > Duration::from_secs(600) {
             return Err("--ready-timeout must be at most 10m".to_owned());
         }
@@ -233,6 +240,7 @@ impl RunArgs {
             ready_timeout: self.ready_timeout,
             warmup: self.warmup.unwrap_or(interval * 2),
             query_repeat: self.query_repeat.clamp(1, 100),
+            query_rate: self.query_rate,
             keep_data: self.keep_data,
         })
     }

@@ -111,6 +111,17 @@ fn rows() -> Vec<Row> {
         }),
         ("targets down (up == 0)", |r| fmt_opt(s(r).targets_down, 0)),
         ("query median (ms)", |r| fmt_opt(s(r).query_median_ms, 1)),
+        ("query load: sent / failed", |r| {
+            r.query_load
+                .as_ref()
+                .map_or_else(|| "-".to_owned(), |l| format!("{}/{}", l.sent, l.failed))
+        }),
+        ("query load p50 / p99 (ms)", |r| {
+            r.query_load.as_ref().map_or_else(
+                || "-".to_owned(),
+                |l| format!("{}/{}", fmt_opt(l.p50_ms, 1), fmt_opt(l.p99_ms, 1)),
+            )
+        }),
     ]
 }
 

@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config;
 use crate::httpc;
+use crate::load::{self, QueryLoadResult};
 use crate::model::{FleetSpec, TargetKind};
 use crate::process::{self, Supervised};
 use crate::servers::{self, ServerSpec};
@@ -34,6 +35,8 @@ pub struct RunOptions {
     /// spread over the first interval; series creation costs more).
     pub warmup: Duration,
     pub query_repeat: usize,
+    /// Queries per second sent during the measurement (0 = none).
+    pub query_rate: f64,
     pub keep_data: bool,
 }
 
@@ -125,6 +128,9 @@ pub struct RunReport {
     pub outcome: Outcome,
     pub samples: Vec<Sample>,
     pub queries: Vec<QueryResult>,
+    /// The query load sent during the measurement, when asked for.
+    #[serde(default)]
+    pub query_load: Option<QueryLoadResult>,
     pub summary: Summary,
 }
 
@@ -251,6 +257,7 @@ pub fn run(
         },
         samples: Vec::new(),
         queries: Vec::new(),
+        query_load: None,
         summary: Summary::default(),
     };
     let fail = |report: &mut RunReport, status: &str, detail: String, log: Option<&Path>| {
@@ -372,6 +379,13 @@ pub fn run(
     let ready_at = started.elapsed();
     let ticks = (options.duration.as_secs_f64() / options.sample_every.as_secs_f64()).ceil() as u64;
     let progress = Progress::new(options.duration);
+    let query_load = (options.query_rate > 0.0).then(|| {
+        let set = QUERIES
+            .iter()
+            .map(|(_, e, r)| ((*e).to_owned(), *r))
+            .collect();
+        load::start(addr, set, options.query_rate, options.duration)
+    });
     for tick in 1..=ticks.max(1) {
         let due = ready_at + options.sample_every * u32::try_from(tick).unwrap_or(u32::MAX);
         if let Some(wait) = due.checked_sub(started.elapsed()) {
@@ -410,6 +424,7 @@ pub fn run(
         }
     }
     progress.done();
+    report.query_load = query_load.map(load::QueryLoad::finish);
     if report.outcome.status == "completed" {
         report.queries = time_queries(&runtime, addr, options, ready_at, started);
     }
@@ -599,13 +614,13 @@ pub fn summarise(report: &RunReport) -> Summary {
     // Both ends of the window need the appended counter when the server
     // has one; a tick where /metrics timed out cannot anchor a rate.
     let anchored = |s: &&Sample| s.samples_appended.is_some() || last.samples_appended.is_none();
-    let first = report
-        .samples
-        .iter()
-        .filter(anchored)
+    let mut candidates = report.samples.iter().filter(anchored);
+    let earliest = candidates.clone().next().unwrap_or(&report.samples[0]);
+    // A run too short for its warm-up falls back to its whole length.
+    let first = candidates
         .find(|s| s.t_s >= steady_from)
         .filter(|s| s.t_s < last.t_s)
-        .unwrap_or(&report.samples[0]);
+        .unwrap_or(earliest);
     summary.steady_from_s = Some(first.t_s);
     let window = last.t_s - first.t_s;
     let per_s = |a: f64, b: f64| (window > 0.0).then(|| (b - a) / window);
@@ -672,6 +687,9 @@ pub fn warnings(report: &RunReport) -> Vec<String> {
     }
     let s = &report.summary;
     match s.samples_per_s {
+        None if s.samples_appended_total.is_some() => found.push(
+            "samples/s unknown: too few ticks with self-metrics (lengthen --duration)".to_owned(),
+        ),
         None => found.push("samples/s unknown: the server exposes no samples-appended metric".to_owned()),
         Some(rate) if rate < 0.9 * report.offered_samples_per_s => found.push(format!(
             "the server appended {:.0} samples/s of {:.0} offered ({:.0} %): is it scraping every target? (see its log)",
@@ -683,6 +701,12 @@ pub fn warnings(report: &RunReport) -> Vec<String> {
     }
     if s.active_series.is_none() {
         found.push("active series unknown: the server exposes no head-series metric".to_owned());
+    }
+    if let Some(load) = report.query_load.as_ref().filter(|l| l.failed > 0) {
+        found.push(format!(
+            "{} of {} queries of the query load failed",
+            load.failed, load.sent
+        ));
     }
     for q in &report.queries {
         if let Some(error) = &q.error {
@@ -850,6 +874,7 @@ mod tests {
                 sample(35.0, 12.0, 21_000.0, 40),
             ],
             queries: vec![],
+            query_load: None,
             summary: Summary::default(),
         };
         report.summary = summarise(&report);
@@ -882,6 +907,9 @@ mod tests {
         report.samples[2].active_series = Some(99.5);
         report.summary = summarise(&report);
         assert_eq!(report.summary.steady_from_s, Some(25.0));
+        assert_eq!(report.summary.samples_per_s, Some(1_000.0));
+        assert_eq!(report.summary.cpu_cores, Some(0.1));
+
         // A tick without self-metrics neither settles the series nor
         // anchors the window.
         report.samples[2].active_series = None;
@@ -890,7 +918,11 @@ mod tests {
         report.summary = summarise(&report);
         assert_eq!(report.summary.steady_from_s, Some(35.0));
         assert_eq!(report.summary.samples_per_s, Some(1_000.0));
-        assert_eq!(report.summary.samples_per_s, Some(1_000.0));
-        assert_eq!(report.summary.cpu_cores, Some(0.1));
+
+        // A warm-up longer than the run: the whole run is the window.
+        report.warmup_s = 1_000.0;
+        report.summary = summarise(&report);
+        assert_eq!(report.summary.steady_from_s, Some(5.0));
+        assert_eq!(report.summary.samples_per_s, Some(31_000.0 / 40.0));
     }
 }
