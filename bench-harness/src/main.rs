@@ -9,6 +9,7 @@
 mod config;
 mod fleet;
 mod httpc;
+mod load;
 mod model;
 mod plan;
 mod process;
@@ -96,10 +97,14 @@ enum Command {
     Compare {
         #[command(flatten)]
         fleet: FleetArgs,
-        /// Servers to compare, the first is the reference for ratios
-        /// (default: every installed preset, kiln first).
+        /// Servers to compare, run in this order (default: every installed
+        /// preset, kiln first).
         #[arg(long, value_delimiter = ',')]
         servers: Vec<String>,
+        /// The server ratios are taken against (default: prometheus when
+        /// compared, else the first); its column comes first.
+        #[arg(long)]
+        reference: Option<String>,
         #[command(flatten)]
         run: RunArgs,
     },
@@ -201,6 +206,9 @@ struct RunArgs {
     /// Times each query of the query set is repeated.
     #[arg(long, default_value_t = 5)]
     query_repeat: usize,
+    /// Queries per second sent while measuring (the query set, round-robin).
+    #[arg(long, default_value_t = 0.0)]
+    query_rate: f64,
     /// Executable of a preset: NAME=PATH (repeatable), e.g. kiln=target/release/kiln.
     #[arg(long = "program")]
     programs: Vec<String>,
@@ -220,6 +228,9 @@ impl RunArgs {
         if self.sample_every < Duration::from_millis(200) {
             return Err("--sample-every must be at least 200ms".to_owned());
         }
+        if !(0.0..=1000.0).contains(&self.query_rate) {
+            return Err("--query-rate must be between 0 and 1000 per second".to_owned());
+        }
         if self.ready_timeout > Duration::from_secs(600) {
             return Err("--ready-timeout must be at most 10m".to_owned());
         }
@@ -229,6 +240,7 @@ impl RunArgs {
             ready_timeout: self.ready_timeout,
             warmup: self.warmup.unwrap_or(interval * 2),
             query_repeat: self.query_repeat.clamp(1, 100),
+            query_rate: self.query_rate,
             keep_data: self.keep_data,
         })
     }
@@ -375,8 +387,9 @@ fn dispatch(command: Command) -> Result<ExitCode, String> {
         Command::Compare {
             fleet,
             servers,
+            reference,
             run,
-        } => compare(&fleet, servers, &run),
+        } => compare(&fleet, servers, reference.as_deref(), &run),
         Command::Plan(args) => plan_command(&args),
         Command::Report { runs, out, title } => {
             let mut reports = Vec::new();
@@ -413,7 +426,12 @@ fn write_reports(out: &Path, runs: &[RunReport], title: &str) -> Result<(), Stri
     Ok(())
 }
 
-fn compare(fleet: &FleetArgs, servers: Vec<String>, run: &RunArgs) -> Result<ExitCode, String> {
+fn compare(
+    fleet: &FleetArgs,
+    servers: Vec<String>,
+    reference: Option<&str>,
+    run: &RunArgs,
+) -> Result<ExitCode, String> {
     let spec = fleet.spec()?;
     let options = run.options(fleet.interval)?;
     let names: Vec<String> = if servers.is_empty() {
@@ -461,6 +479,16 @@ fn compare(fleet: &FleetArgs, servers: Vec<String>, run: &RunArgs) -> Result<Exi
         reports.push(report);
     }
     let all_ok = reports.iter().all(|r| r.outcome.status == "completed");
+    let reference = reference.unwrap_or(if names.iter().any(|n| n == "prometheus") {
+        "prometheus"
+    } else {
+        &names[0]
+    });
+    let first = reports
+        .iter()
+        .position(|r| r.server == reference)
+        .ok_or_else(|| format!("--reference {reference} is not among the compared servers"))?;
+    reports[..=first].rotate_right(1);
     write_json(
         &out.join("compare.json"),
         &serde_json::json!({ "runs": &reports, "ratios": report::ratios(&reports) }),

@@ -157,8 +157,8 @@ fn counter_value(base: f64, rate: f64, interval_s: f64, slot: u64, jitter: f64) 
     base + rate * interval_s * (slot as f64 + 0.5 * jitter)
 }
 
-/// Serialised value of template series `series` (a global index across
-/// replicas) on target `target` in `slot`.
+/// Appends the value of `series` on target `target` in `slot` to `out`;
+/// `key` tells the series' replicas apart (its index across all replicas).
 pub fn series_value(
     spec: &FleetSpec,
     series: &TemplateSeries,

@@ -111,6 +111,17 @@ fn rows() -> Vec<Row> {
         }),
         ("targets down (up == 0)", |r| fmt_opt(s(r).targets_down, 0)),
         ("query median (ms)", |r| fmt_opt(s(r).query_median_ms, 1)),
+        ("query load: sent / failed", |r| {
+            r.query_load
+                .as_ref()
+                .map_or_else(|| "-".to_owned(), |l| format!("{}/{}", l.sent, l.failed))
+        }),
+        ("query load p50 / p99 (ms)", |r| {
+            r.query_load.as_ref().map_or_else(
+                || "-".to_owned(),
+                |l| format!("{}/{}", fmt_opt(l.p50_ms, 1), fmt_opt(l.p99_ms, 1)),
+            )
+        }),
     ]
 }
 
@@ -253,14 +264,13 @@ pub fn table(runs: &[RunReport]) -> String {
 
 const COLOURS: [&str; 5] = ["#d9480f", "#1c7ed6", "#2b8a3e", "#862e9c", "#495057"];
 
-/// A time series for a plot: points of (seconds since ready, value).
+/// A time series for a plot: points of (seconds since the server started,
+/// value).
 struct Line {
     name: String,
     points: Vec<(f64, f64)>,
-}
-
-fn since_ready(run: &RunReport, sample: &Sample) -> f64 {
-    sample.t_s - run.ready_after_s.unwrap_or(0.0)
+    /// Where the run's steady window starts, marked with a dashed line.
+    steady_from: Option<f64>,
 }
 
 /// Per-interval rate of a cumulative quantity between consecutive samples.
@@ -271,20 +281,21 @@ fn rate_line(run: &RunReport, name: String, get: fn(&Sample) -> Option<f64>) -> 
         .filter_map(|w| {
             let dt = w[1].t_s - w[0].t_s;
             let dv = get(&w[1])? - get(&w[0])?;
-            (dt > 0.0).then(|| (since_ready(run, &w[1]), dv / dt))
+            (dt > 0.0).then(|| (w[1].t_s, dv / dt))
         })
         .collect();
-    Line { name, points }
+    Line {
+        name,
+        points,
+        steady_from: run.summary.steady_from_s,
+    }
 }
 
 fn level_line(run: &RunReport, name: String, get: fn(&Sample) -> f64) -> Line {
     Line {
         name,
-        points: run
-            .samples
-            .iter()
-            .map(|s| (since_ready(run, s), get(s)))
-            .collect(),
+        points: run.samples.iter().map(|s| (s.t_s, get(s))).collect(),
+        steady_from: run.summary.steady_from_s,
     }
 }
 
@@ -335,6 +346,14 @@ fn svg_plot(title: &str, unit: &str, lines: &[Line]) -> String {
     }
     for (i, line) in lines.iter().enumerate() {
         let colour = COLOURS[i % COLOURS.len()];
+        if let Some(from) = line.steady_from {
+            let _ = write!(
+                svg,
+                "<line x1=\"{x0:.1}\" x2=\"{x0:.1}\" y1=\"{top}\" y2=\"{}\" stroke=\"{colour}\" stroke-dasharray=\"4 3\"/>",
+                h - bottom,
+                x0 = x(from)
+            );
+        }
         let points: Vec<String> = line
             .points
             .iter()
@@ -398,7 +417,7 @@ td:first-child,th:first-child{{text-align:left}}.plots{{display:flex;flex-wrap:w
         let _ = write!(
             page,
             "<p>Fleet: {} targets × {} series, every {} ms; {} histogram, {} slow ({} ms), {} failing targets; churn {}/h; explicit timestamps: {}. \
-Run: {:.0} s after readiness, warm-up {:.0} s excluded from rates. kiln-bench {}.</p>",
+Planned: {:.0} s of measurement after readiness, at least {:.0} s of warm-up left out of rates. kiln-bench {}.</p>",
             f.targets,
             f.series_per_target,
             f.interval_ms,
@@ -469,10 +488,16 @@ Run: {:.0} s after readiness, warm-up {:.0} s excluded from rates. kiln-bench {}
                 .collect(),
         ),
     ];
-    for (title, unit, lines) in &plots {
-        page.push_str(&svg_plot(title, unit, lines));
+    if runs.iter().all(|r| r.samples.is_empty()) {
+        page.push_str("</div><p class=\"bad\">No samples were taken: nothing to plot.</p>");
+    } else {
+        for (title, unit, lines) in &plots {
+            page.push_str(&svg_plot(title, unit, lines));
+        }
+        page.push_str(
+            "</div><p>Time in seconds since the server started; a dashed line marks where a run's steady window begins (rates in the table are taken from there).</p>",
+        );
     }
-    page.push_str("</div>");
     for (run, name) in runs.iter().zip(&names) {
         let _ = write!(
             page,

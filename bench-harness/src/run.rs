@@ -20,7 +20,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::config;
 use crate::httpc;
-use crate::model::FleetSpec;
+use crate::load::{self, QueryLoadResult};
+use crate::model::{FleetSpec, TargetKind};
 use crate::process::{self, Supervised};
 use crate::servers::{self, ServerSpec};
 
@@ -34,6 +35,8 @@ pub struct RunOptions {
     /// spread over the first interval; series creation costs more).
     pub warmup: Duration,
     pub query_repeat: usize,
+    /// Queries per second sent during the measurement (0 = none).
+    pub query_rate: f64,
     pub keep_data: bool,
 }
 
@@ -114,8 +117,9 @@ pub struct RunReport {
     pub server: String,
     pub command: Vec<String>,
     pub fleet: FleetSpec,
-    /// Samples per second the fleet offers (series of answering targets
-    /// over the interval), before the server's own `up`/`scrape_*` series.
+    /// Samples per second the fleet offers (series of targets that answer
+    /// within the scrape timeout, over the interval), before the server's
+    /// own `up`/`scrape_*` series.
     pub offered_samples_per_s: f64,
     pub duration_s: f64,
     pub warmup_s: f64,
@@ -124,6 +128,9 @@ pub struct RunReport {
     pub outcome: Outcome,
     pub samples: Vec<Sample>,
     pub queries: Vec<QueryResult>,
+    /// The query load sent during the measurement, when asked for.
+    #[serde(default)]
+    pub query_load: Option<QueryLoadResult>,
     pub summary: Summary,
 }
 
@@ -146,6 +153,9 @@ const QUERIES: [(&str, &str, bool); 4] = [
         false,
     ),
 ];
+
+/// Time after which the query set stops repeating queries.
+const QUERY_BUDGET: Duration = Duration::from_secs(120);
 
 fn unix_ms() -> i64 {
     SystemTime::now()
@@ -189,6 +199,22 @@ fn start_fleet(spec: &FleetSpec, lifetime: Duration) -> Result<FleetProcess, Str
     Ok(FleetProcess { process, port })
 }
 
+/// Samples per second the fleet can deliver: failing targets never do,
+/// slow ones only when they answer within the scrape timeout.
+fn offered_samples_per_s(spec: &FleetSpec) -> f64 {
+    let timeout_ms = config::scrape_timeout_ms(spec);
+    let answering = |i: &usize| match spec.kind(*i) {
+        TargetKind::Failing => false,
+        TargetKind::Slow => spec.slow_delay_ms < timeout_ms,
+        TargetKind::Normal | TargetKind::Histogram => true,
+    };
+    (0..spec.targets)
+        .filter(answering)
+        .map(|i| spec.series_of(i))
+        .sum::<usize>() as f64
+        / (spec.interval_ms as f64 / 1000.0)
+}
+
 fn free_loopback_port() -> std::io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
@@ -210,18 +236,10 @@ pub fn run(
     options: &RunOptions,
     out_dir: &Path,
 ) -> RunReport {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a current-thread runtime needs no resources that can be missing");
     let mut spec = spec.clone();
     let started_unix_ms = unix_ms();
     spec.origin_ms = started_unix_ms - started_unix_ms.rem_euclid(spec.interval_ms.max(1) as i64);
-    let offered = (0..spec.targets)
-        .filter(|&i| spec.kind(i) != crate::model::TargetKind::Failing)
-        .map(|i| spec.series_of(i))
-        .sum::<usize>() as f64
-        / (spec.interval_ms as f64 / 1000.0);
+    let offered = offered_samples_per_s(&spec);
     let mut report = RunReport {
         kiln_bench_version: env!("CARGO_PKG_VERSION").to_owned(),
         server: server.name.clone(),
@@ -239,6 +257,7 @@ pub fn run(
         },
         samples: Vec::new(),
         queries: Vec::new(),
+        query_load: None,
         summary: Summary::default(),
     };
     let fail = |report: &mut RunReport, status: &str, detail: String, log: Option<&Path>| {
@@ -247,6 +266,23 @@ pub fn run(
             detail,
             log_tail: log.map(|p| log_tail(p, 20)).unwrap_or_default(),
         };
+    };
+    // The harness's own HTTP client runs here (it needs an epoll fd and a
+    // timer, which a process out of descriptors may not get).
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            fail(
+                &mut report,
+                "failed_to_start",
+                format!("kiln-bench's runtime: {e}"),
+                None,
+            );
+            return report;
+        }
     };
     let fleet_lifetime = options.ready_timeout + options.duration + Duration::from_secs(300);
     let mut fleet = match start_fleet(&spec, fleet_lifetime) {
@@ -343,6 +379,13 @@ pub fn run(
     let ready_at = started.elapsed();
     let ticks = (options.duration.as_secs_f64() / options.sample_every.as_secs_f64()).ceil() as u64;
     let progress = Progress::new(options.duration);
+    let query_load = (options.query_rate > 0.0).then(|| {
+        let set = QUERIES
+            .iter()
+            .map(|(_, e, r)| ((*e).to_owned(), *r))
+            .collect();
+        load::start(addr, set, options.query_rate, options.duration)
+    });
     for tick in 1..=ticks.max(1) {
         let due = ready_at + options.sample_every * u32::try_from(tick).unwrap_or(u32::MAX);
         if let Some(wait) = due.checked_sub(started.elapsed()) {
@@ -381,6 +424,7 @@ pub fn run(
         }
     }
     progress.done();
+    report.query_load = query_load.map(load::QueryLoad::finish);
     if report.outcome.status == "completed" {
         report.queries = time_queries(&runtime, addr, options, ready_at, started);
     }
@@ -438,6 +482,9 @@ fn time_queries(
         "count(up == 0) or vector(0)".to_owned(),
         false,
     ));
+    // The whole query phase is bounded: repeats stop once the budget is
+    // spent (each query still runs at least once, within its own timeout).
+    let deadline = Instant::now() + QUERY_BUDGET;
     all.into_iter()
         .map(|(name, expr, range)| {
             let path = if range {
@@ -460,7 +507,10 @@ fn time_queries(
                 result_series: None,
                 error: None,
             };
-            for _ in 0..options.query_repeat.max(1) {
+            for repeat in 0..options.query_repeat.max(1) {
+                if repeat > 0 && Instant::now() >= deadline {
+                    break;
+                }
                 let began = Instant::now();
                 let reply = runtime.block_on(httpc::get(addr, &path, Duration::from_secs(30)));
                 let ms = began.elapsed().as_secs_f64() * 1000.0;
@@ -564,13 +614,13 @@ pub fn summarise(report: &RunReport) -> Summary {
     // Both ends of the window need the appended counter when the server
     // has one; a tick where /metrics timed out cannot anchor a rate.
     let anchored = |s: &&Sample| s.samples_appended.is_some() || last.samples_appended.is_none();
-    let first = report
-        .samples
-        .iter()
-        .filter(anchored)
+    let mut candidates = report.samples.iter().filter(anchored);
+    let earliest = candidates.clone().next().unwrap_or(&report.samples[0]);
+    // A run too short for its warm-up falls back to its whole length.
+    let first = candidates
         .find(|s| s.t_s >= steady_from)
         .filter(|s| s.t_s < last.t_s)
-        .unwrap_or(&report.samples[0]);
+        .unwrap_or(earliest);
     summary.steady_from_s = Some(first.t_s);
     let window = last.t_s - first.t_s;
     let per_s = |a: f64, b: f64| (window > 0.0).then(|| (b - a) / window);
@@ -637,6 +687,9 @@ pub fn warnings(report: &RunReport) -> Vec<String> {
     }
     let s = &report.summary;
     match s.samples_per_s {
+        None if s.samples_appended_total.is_some() => found.push(
+            "samples/s unknown: too few ticks with self-metrics (lengthen --duration)".to_owned(),
+        ),
         None => found.push("samples/s unknown: the server exposes no samples-appended metric".to_owned()),
         Some(rate) if rate < 0.9 * report.offered_samples_per_s => found.push(format!(
             "the server appended {:.0} samples/s of {:.0} offered ({:.0} %): is it scraping every target? (see its log)",
@@ -648,6 +701,12 @@ pub fn warnings(report: &RunReport) -> Vec<String> {
     }
     if s.active_series.is_none() {
         found.push("active series unknown: the server exposes no head-series metric".to_owned());
+    }
+    if let Some(load) = report.query_load.as_ref().filter(|l| l.failed > 0) {
+        found.push(format!(
+            "{} of {} queries of the query load failed",
+            load.failed, load.sent
+        ));
     }
     for q in &report.queries {
         if let Some(error) = &q.error {
@@ -750,6 +809,34 @@ mod tests {
         }
     }
 
+    /// 10 targets: 2 histogram (1,000 + 2 families × 14), 2 slow, 1
+    /// failing, 5 normal; slow ones count only within the 10 s timeout.
+    #[test]
+    fn offered_load_counts_answering_targets() {
+        let mut spec = FleetSpec {
+            targets: 10,
+            series_per_target: 1_000,
+            interval_ms: 10_000,
+            churn_per_hour: 0.0,
+            histogram_targets: 2,
+            histogram_series: 20,
+            slow_targets: 2,
+            slow_delay_ms: 2_000,
+            failing_targets: 1,
+            timestamps: false,
+            origin_ms: 0,
+        };
+        assert_eq!(
+            offered_samples_per_s(&spec),
+            (2.0 * 1_028.0 + 7.0 * 1_000.0) / 10.0
+        );
+        spec.slow_delay_ms = 10_000;
+        assert_eq!(
+            offered_samples_per_s(&spec),
+            (2.0 * 1_028.0 + 5.0 * 1_000.0) / 10.0
+        );
+    }
+
     #[test]
     fn summary_uses_the_steady_window() {
         let mut report = RunReport {
@@ -787,6 +874,7 @@ mod tests {
                 sample(35.0, 12.0, 21_000.0, 40),
             ],
             queries: vec![],
+            query_load: None,
             summary: Summary::default(),
         };
         report.summary = summarise(&report);
@@ -819,6 +907,9 @@ mod tests {
         report.samples[2].active_series = Some(99.5);
         report.summary = summarise(&report);
         assert_eq!(report.summary.steady_from_s, Some(25.0));
+        assert_eq!(report.summary.samples_per_s, Some(1_000.0));
+        assert_eq!(report.summary.cpu_cores, Some(0.1));
+
         // A tick without self-metrics neither settles the series nor
         // anchors the window.
         report.samples[2].active_series = None;
@@ -827,7 +918,11 @@ mod tests {
         report.summary = summarise(&report);
         assert_eq!(report.summary.steady_from_s, Some(35.0));
         assert_eq!(report.summary.samples_per_s, Some(1_000.0));
-        assert_eq!(report.summary.samples_per_s, Some(1_000.0));
-        assert_eq!(report.summary.cpu_cores, Some(0.1));
+
+        // A warm-up longer than the run: the whole run is the window.
+        report.warmup_s = 1_000.0;
+        report.summary = summarise(&report);
+        assert_eq!(report.summary.steady_from_s, Some(5.0));
+        assert_eq!(report.summary.samples_per_s, Some(31_000.0 / 40.0));
     }
 }

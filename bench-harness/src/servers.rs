@@ -13,7 +13,7 @@ use thiserror::Error;
 /// A self-metric: a metric name, optionally restricted to lines whose label
 /// text contains `label` (e.g. `type="storage/hour_metric_ids"`); values of
 /// all matching lines are summed.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MetricRef {
     pub name: &'static str,
     pub label: Option<&'static str>,
@@ -24,7 +24,7 @@ const fn metric(name: &'static str) -> MetricRef {
 }
 
 /// How to start and read one server.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone)]
 pub struct ServerSpec {
     /// Short name used in reports (`prometheus`, `kiln`, …).
     pub name: String,
@@ -153,8 +153,8 @@ fn program_for(name: &str, programs: &[String]) -> Result<String, ServerError> {
 }
 
 /// Where a preset's executable may be: kiln in the workspace's release
-/// build (`./target/release`, `$CARGO_TARGET_DIR/release`, next to this
-/// binary), the peers on `$PATH`.
+/// build (`./target/release`, `$CARGO_TARGET_DIR/release`, next to a
+/// release kiln-bench) or on `$PATH`, the peers on `$PATH`.
 fn candidates(name: &str) -> Vec<PathBuf> {
     let mut found = Vec::new();
     if name == "kiln" {
@@ -162,8 +162,11 @@ fn candidates(name: &str) -> Vec<PathBuf> {
         if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
             found.push(Path::new(&dir).join("release/kiln"));
         }
+        // Next to a release kiln-bench only: a debug kiln would be measured
+        // as if it were the real thing.
         if let Ok(me) = std::env::current_exe()
             && let Some(dir) = me.parent()
+            && dir.ends_with("release")
         {
             found.push(dir.join("kiln"));
         }

@@ -46,8 +46,6 @@ pub struct Family {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Template {
     pub families: Vec<Family>,
-    /// Seconds between the two captures.
-    pub capture_gap_s: f64,
 }
 
 #[derive(Debug, Error)]
@@ -131,10 +129,7 @@ impl Template {
         if families.is_empty() {
             return Err(TemplateError::Empty);
         }
-        Ok(Template {
-            families,
-            capture_gap_s: gap_s,
-        })
+        Ok(Template { families })
     }
 
     /// Number of series in one copy of the template.
