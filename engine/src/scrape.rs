@@ -17,7 +17,7 @@
 //! accepts gzip; the body is bounded by `body_size_limit` before and after
 //! decompression.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -31,7 +31,7 @@ use http_body_util::{BodyExt, Empty, Limited};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use kiln_ingest::exposition::Format;
-use kiln_ingest::scrape::{ScrapeCache, ScrapeError, ScrapeSettings, ScrapeStats};
+use kiln_ingest::scrape::{Metadata, ScrapeCache, ScrapeError, ScrapeSettings, ScrapeStats};
 use kiln_storage::Labels;
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
@@ -94,6 +94,8 @@ pub struct TargetStatus {
     pub target: ScrapeTarget,
     /// Its latest health; written once per scrape, off the sample path.
     pub health: Mutex<TargetHealth>,
+    /// Its metric families' metadata; replaced only when it changed.
+    pub metadata: Mutex<Arc<BTreeMap<String, Metadata>>>,
 }
 
 /// All targets of all shards, for `/api/v1/targets`.
@@ -153,6 +155,7 @@ pub async fn run_manager(
                             health: "unknown",
                             ..TargetHealth::default()
                         }),
+                        metadata: Mutex::default(),
                     });
                     registry.lock().insert(k, status.clone());
                     let (stop, stopped) = oneshot::channel();
@@ -198,6 +201,7 @@ async fn scrape_loop(
     let mut next = tokio::time::Instant::now() + Duration::from_millis(first as u64);
     let mut cache = ScrapeCache::new();
     let mut client = Client::new(t);
+    let mut metadata_version = cache.metadata_version();
     let done = loop {
         tokio::select! {
             _ = tokio::time::sleep_until(next) => {}
@@ -230,6 +234,10 @@ async fn scrape_loop(
                     h.last_samples = 0;
                 }
             }
+        }
+        if cache.metadata_version() != metadata_version {
+            metadata_version = cache.metadata_version();
+            *status.metadata.lock() = Arc::new(cache.metadata().clone());
         }
         shard.publish();
         // Skip slots missed while a scrape overran, keeping the phase.

@@ -387,9 +387,24 @@ impl Default for SelfMetrics {
 /// A sample value as text format 0.0.4 writes it.
 pub fn format_sample_value(v: f64) -> String {
     if v.is_nan() {
-        "NaN".to_owned()
-    } else if v.is_infinite() {
-        if v > 0.0 { "+Inf" } else { "-Inf" }.to_owned()
+        return "NaN".to_owned();
+    }
+    if v.is_infinite() {
+        return if v > 0.0 { "+Inf" } else { "-Inf" }.to_owned();
+    }
+    if v == 0.0 {
+        return if v.is_sign_negative() { "-0" } else { "0" }.to_owned();
+    }
+    // Go's strconv.FormatFloat(v, 'g', -1, 64), which the text format
+    // uses: the shortest round-trip digits, in exponent form when the
+    // decimal exponent is below -4 or at least 6 (two exponent digits at
+    // least), plain otherwise. Rust's `{:e}` gives the same shortest digits.
+    let sci = format!("{v:e}");
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    if !(-4..6).contains(&exp) {
+        let sign = if exp < 0 { '-' } else { '+' };
+        format!("{mantissa}e{sign}{:02}", exp.unsigned_abs())
     } else {
         v.to_string()
     }
@@ -455,6 +470,23 @@ mod tests {
         assert_eq!(format_sample_value(f64::INFINITY), "+Inf");
         assert_eq!(format_sample_value(f64::NEG_INFINITY), "-Inf");
         assert_eq!(format_sample_value(f64::NAN), "NaN");
+        // Expected texts are Go's strconv.FormatFloat(v, 'g', -1, 64).
+        let go = [
+            (1e6, "1e+06"),
+            (123_456.0, "123456"),
+            (1_234_567.0, "1.234567e+06"),
+            (0.0001, "0.0001"),
+            (0.000_015, "1.5e-05"),
+            (-2.5e10, "-2.5e+10"),
+            (1e21, "1e+21"),
+            (5e-324, "5e-324"),
+            (1.7976931348623157e308, "1.7976931348623157e+308"),
+            (100.0, "100"),
+            (-0.0, "-0"),
+        ];
+        for (v, want) in go {
+            assert_eq!(format_sample_value(v), want, "{v}");
+        }
     }
 
     #[test]

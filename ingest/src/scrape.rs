@@ -31,7 +31,7 @@ use std::collections::HashMap;
 use kiln_storage::{AppendError, Appender, HeadRef, Labels, LabelsBuilder, stale_nan};
 use xxhash_rust::xxh3::Xxh3DefaultBuilder;
 
-use crate::exposition::{Entry, Format, ParseError, Parser};
+use crate::exposition::{Entry, Format, MetricType, ParseError, Parser};
 use crate::relabel::{RelabelConfig, relabel};
 
 /// The per-target settings a scrape's samples are processed with.
@@ -161,6 +161,28 @@ struct CacheEntry {
     seen: u64,
 }
 
+/// What a target says about one metric family (`# TYPE`, `# HELP`,
+/// `# UNIT`), for `/api/v1/metadata`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Metadata {
+    /// The declared type (`unknown` when only HELP or UNIT was given).
+    pub kind: MetricType,
+    /// The help text.
+    pub help: String,
+    /// The unit (OpenMetrics), often empty.
+    pub unit: String,
+}
+
+impl Default for Metadata {
+    fn default() -> Self {
+        Metadata {
+            kind: MetricType::Unknown,
+            help: String::new(),
+            unit: String::new(),
+        }
+    }
+}
+
 /// A scrape that has been appended but not yet committed by the caller.
 /// Pass it to [`ScrapeCache::commit`] after the appender committed, or drop
 /// it after a rollback.
@@ -173,6 +195,8 @@ pub struct PendingScrape {
     touched: Vec<(u32, HeadRef)>,
     /// Bit per cache slot: present in this scrape.
     seen: Vec<u64>,
+    /// Metadata entries that differ from the cache's, in body order.
+    metadata: Vec<(String, Metadata)>,
     stats: ScrapeStats,
     failed: bool,
 }
@@ -217,6 +241,10 @@ pub struct ScrapeCache {
     generation: u64,
     /// Head refs of the report series, by position in [`REPORT_NAMES`].
     report: [Option<HeadRef>; 5],
+    /// Metadata by metric family, as of the last scrape that changed it.
+    metadata: std::collections::BTreeMap<String, Metadata>,
+    /// Bumped whenever `metadata` changes.
+    metadata_version: u64,
 }
 
 impl ScrapeCache {
@@ -256,7 +284,25 @@ impl ScrapeCache {
         let mut fresh: HashMap<Box<[u8]>, usize, Xxh3DefaultBuilder> = HashMap::default();
         let mut parser = Parser::new(body, format);
         while let Some(entry) = parser.next_entry() {
-            let Entry::Sample(s) = entry? else { continue };
+            let s = match entry? {
+                Entry::Sample(s) => s,
+                Entry::Type { metric, kind } => {
+                    self.note_metadata(&mut p, &metric, |m| m.kind = kind, |m| m.kind == kind);
+                    continue;
+                }
+                Entry::Help { metric, text } => {
+                    self.note_metadata(&mut p, &metric, |m| m.help = text.to_string(), |m| {
+                        m.help == text
+                    });
+                    continue;
+                }
+                Entry::Unit { metric, unit } => {
+                    self.note_metadata(&mut p, &metric, |m| m.unit = unit.to_owned(), |m| {
+                        m.unit == unit
+                    });
+                    continue;
+                }
+            };
             p.stats.scraped += 1;
             let key = s.series();
             let ts = if settings.honor_timestamps {
@@ -397,11 +443,49 @@ impl ScrapeCache {
         n
     }
 
+    /// The metadata of the target's metric families.
+    pub fn metadata(&self) -> &std::collections::BTreeMap<String, Metadata> {
+        &self.metadata
+    }
+
+    /// A number that changes whenever [`Self::metadata`] does, so a caller
+    /// can copy the metadata only when it changed.
+    pub fn metadata_version(&self) -> u64 {
+        self.metadata_version
+    }
+
+    /// Records a metadata line when it says something new: the common case,
+    /// the same HELP and TYPE as last scrape, costs a map lookup and no
+    /// allocation.
+    fn note_metadata(
+        &self,
+        p: &mut PendingScrape,
+        metric: &str,
+        set: impl FnOnce(&mut Metadata),
+        same: impl Fn(&Metadata) -> bool,
+    ) {
+        if let Some((_, m)) = p.metadata.iter_mut().rev().find(|(n, _)| n == metric) {
+            set(m);
+            return;
+        }
+        let current = self.metadata.get(metric);
+        if current.is_some_and(&same) {
+            return;
+        }
+        let mut m = current.cloned().unwrap_or_default();
+        set(&mut m);
+        p.metadata.push((metric.to_owned(), m));
+    }
+
     /// Records a committed scrape: seen series get the new generation, new
     /// series enter the cache, and series unseen for two scrapes leave it.
-    pub fn commit(&mut self, p: PendingScrape) -> ScrapeStats {
+    pub fn commit(&mut self, mut p: PendingScrape) -> ScrapeStats {
         self.generation += 1;
         let g = self.generation;
+        if !p.metadata.is_empty() {
+            self.metadata.extend(std::mem::take(&mut p.metadata));
+            self.metadata_version += 1;
+        }
         if !p.failed {
             for (i, e) in self.slots.iter_mut().enumerate() {
                 if let Some(e) = e
@@ -839,5 +923,30 @@ mod tests {
             let s = samples(&head, name);
             assert!(is_stale_nan(s[0].1.last().unwrap().1), "{name}");
         }
+    }
+
+    #[test]
+    fn metadata_is_kept_and_versioned_only_on_change() {
+        let mut head = Head::new(HeadOptions::default());
+        let mut cache = ScrapeCache::new();
+        let body = "# HELP a Things done.\n# TYPE a counter\na 1\n# TYPE g gauge\ng 2\n";
+        scrape(&mut head, &mut cache, body, &settings(), 1000).unwrap();
+        let v = cache.metadata_version();
+        assert_eq!(
+            cache.metadata().get("a"),
+            Some(&Metadata {
+                kind: MetricType::Counter,
+                help: "Things done.".into(),
+                unit: String::new()
+            })
+        );
+        assert_eq!(cache.metadata().get("g").map(|m| m.kind), Some(MetricType::Gauge));
+        scrape(&mut head, &mut cache, body, &settings(), 2000).unwrap();
+        assert_eq!(cache.metadata_version(), v, "nothing changed");
+        let changed = body.replace("Things done.", "Things finished.");
+        scrape(&mut head, &mut cache, &changed, &settings(), 3000).unwrap();
+        assert!(cache.metadata_version() > v);
+        assert_eq!(cache.metadata()["a"].help, "Things finished.");
+        assert_eq!(cache.metadata()["a"].kind, MetricType::Counter);
     }
 }

@@ -137,6 +137,7 @@ async fn route(
             api::series(state, p).await
         ),
         "/api/v1/targets" => only!(get, "/api/v1/targets", "GET", targets::targets(state, p)),
+        "/api/v1/metadata" => only!(get, "/api/v1/metadata", "GET", targets::metadata(state, p)),
         "/api/v1/labels" => only!(
             get || post,
             "/api/v1/labels",

@@ -1,6 +1,9 @@
-//! `GET /api/v1/targets`: the scrape targets and their health, in
-//! Prometheus's shape (`activeTargets`, `droppedTargets`, with `state` and
-//! `scrapePool` filters).
+//! What kiln knows about its targets: `GET /api/v1/targets` (health, in
+//! Prometheus's shape: `activeTargets`, `droppedTargets`, with `state` and
+//! `scrapePool` filters) and `GET /api/v1/metadata` (the metric families'
+//! TYPE, HELP and UNIT as the targets declared them).
+
+use std::collections::{BTreeMap, BTreeSet};
 
 use http::StatusCode;
 
@@ -71,5 +74,69 @@ pub fn targets(state: &ServerState, p: &Params) -> Reply {
     // Targets dropped by relabeling are not kept yet (see
     // docs/compatibility.md): the list is always empty.
     b.raw(r#"],"droppedTargets":[]}}"#);
+    Reply::json(StatusCode::OK, b.finish())
+}
+
+/// `GET /api/v1/metadata`: `metric` filters by family name, `limit` caps
+/// the number of families and `limit_per_metric` the entries per family
+/// (negative or absent: no cap).
+pub fn metadata(state: &ServerState, p: &Params) -> Reply {
+    let cap = |name: &'static str| -> Result<Option<usize>, Reply> {
+        match p.get(name) {
+            "" => Ok(None),
+            v => match v.parse::<i64>() {
+                Ok(n) if n < 0 => Ok(None),
+                Ok(n) => Ok(Some(n as usize)),
+                Err(_) => Err(Reply::api_error(
+                    ErrorType::BadData,
+                    &format!("invalid parameter \"{name}\": {v:?} is not a number"),
+                )),
+            },
+        }
+    };
+    let (limit, per_metric) = match (cap("limit"), cap("limit_per_metric")) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(e), _) | (_, Err(e)) => return e,
+    };
+    let only = p.get("metric");
+    let maps: Vec<_> = state
+        .targets
+        .lock()
+        .values()
+        .map(|t| t.metadata.lock().clone())
+        .collect();
+    // Family → distinct (type, help, unit), in a stable order.
+    let mut all: BTreeMap<&str, BTreeSet<(&str, &str, &str)>> = BTreeMap::new();
+    for m in &maps {
+        for (name, md) in m.iter() {
+            if only.is_empty() || name == only {
+                all.entry(name)
+                    .or_default()
+                    .insert((md.kind.as_str(), &md.help, &md.unit));
+            }
+        }
+    }
+    let mut b = JsonBuf::with_capacity(64 + all.len() * 96);
+    b.raw(r#"{"status":"success","data":{"#);
+    for (i, (name, entries)) in all.iter().take(limit.unwrap_or(usize::MAX)).enumerate() {
+        if i > 0 {
+            b.raw(",");
+        }
+        b.string(name).raw(":[");
+        for (j, (kind, help, unit)) in entries.iter().take(per_metric.unwrap_or(usize::MAX)).enumerate() {
+            if j > 0 {
+                b.raw(",");
+            }
+            b.raw(r#"{"type":"#)
+                .string(kind)
+                .raw(r#","help":"#)
+                .string(help)
+                .raw(r#","unit":"#)
+                .string(unit)
+                .raw("}");
+        }
+        b.raw("]");
+    }
+    b.raw("}}");
     Reply::json(StatusCode::OK, b.finish())
 }
