@@ -228,6 +228,10 @@ pub fn render(spec: &FleetSpec, template: &Template, target: usize, slot: u64, o
     let suffix_ts = spec.timestamps.then(|| spec.slot_start_ms(slot));
     let mut position = 0usize;
     for family in &template.families {
+        // A family whose first series is past a partial copy emits nothing.
+        if full_copies == 0 && position >= remainder {
+            break;
+        }
         out.push_str(&family.header);
         for (offset, series) in family.series.iter().enumerate() {
             let index = position + offset;
@@ -413,6 +417,18 @@ mod tests {
         assert_ne!(a, b, "targets differ");
         render(&s, &t, 9, 42, &mut a);
         assert!(a.is_empty(), "failing targets render nothing");
+        // Fewer series than one copy: no comment lines for absent families.
+        let mut small = s.clone();
+        small.series_per_target = 10;
+        render(&small, &t, 3, 42, &mut a);
+        assert_eq!(parse(&a).len(), 10);
+        let families = a.lines().filter(|l| l.starts_with("# TYPE")).count();
+        let named: std::collections::HashSet<&str> = a
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| l.split(['{', ' ']).next().unwrap())
+            .collect();
+        assert!(families <= named.len(), "{a}");
     }
 
     #[test]

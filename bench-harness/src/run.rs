@@ -4,8 +4,9 @@
 //! Owns the run's sequence and its failure modes: start the fleet (a child
 //! `kiln-bench fleet`), write the scrape config, start the server with a
 //! fresh data dir on an ephemeral port, wait (bounded) for readiness, sample
-//! `/proc`, the data dir and self-metrics on a fixed tick for the duration,
-//! time the query set, stop both processes. Whatever goes wrong — the server
+//! `/proc`, the data dir and self-metrics on a fixed tick for the duration
+//! (optionally under a query load, see [`crate::load`]), time the query
+//! set, stop both processes. Whatever goes wrong — the server
 //! cannot start, never gets ready, dies mid-run — the run still ends with a
 //! report of what happened and everything measured until then.
 
