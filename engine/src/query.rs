@@ -35,6 +35,9 @@ pub enum RunError {
     /// The server is shutting down.
     #[error("kiln is shutting down")]
     Shutdown,
+    /// A plain select failed.
+    #[error(transparent)]
+    Select(kiln_storage::SelectError),
 }
 
 /// What to evaluate.
@@ -140,6 +143,33 @@ impl QueryService {
         // tells the worker to stop; after completion the flag is moot.
         let _guard = CancelOnDrop(cancel);
         Ok(rx.await.map_err(|_| RunError::Shutdown)??)
+    }
+}
+
+impl QueryService {
+    /// Runs one select through every shard on a worker (for `/federate`).
+    pub async fn select(
+        &self,
+        matchers: Vec<kiln_storage::Matcher>,
+        hints: kiln_storage::SelectHints,
+    ) -> Result<kiln_storage::SeriesBatch, RunError> {
+        let deadline = Some(Instant::now() + self.timeout);
+        let (tx, rx) = oneshot::channel();
+        let mailboxes = self.mailboxes.clone();
+        let job: Job = Box::new(move || {
+            let store = FanoutSelect {
+                mailboxes: &mailboxes,
+                deadline,
+            };
+            let _ = tx.send(kiln_storage::Select::select(&store, &matchers, &hints));
+        });
+        self.jobs.try_send(job).map_err(|e| match e {
+            crossbeam_channel::TrySendError::Full(_) => RunError::Overloaded,
+            crossbeam_channel::TrySendError::Disconnected(_) => RunError::Shutdown,
+        })?;
+        rx.await
+            .map_err(|_| RunError::Shutdown)?
+            .map_err(RunError::Select)
     }
 }
 

@@ -229,6 +229,8 @@ fn kiln_answers_as_prometheus_does_on_the_same_data() {
             enc("test_temperature_celsius")
         ),
         format!("/api/v1/label/path/values?{window}"),
+        "/api/v1/metadata".to_owned(),
+        "/api/v1/metadata?metric=test_latency_seconds".to_owned(),
     ];
     for path in &metadata {
         let mut a = get_json(prom.addr, path);
@@ -241,6 +243,38 @@ fn kiln_answers_as_prometheus_does_on_the_same_data() {
         if !same(&a, &b) {
             failures.push(format!("{path}:\n  prometheus: {a}\n  kiln:       {b}"));
         }
+    }
+    // Federation: the newest sample of each series, as text. Both answer
+    // "now", so a new slot may land between the two requests: retry.
+    let fed = format!(
+        "/federate?match[]={}&match[]={}",
+        enc("test_temperature_celsius"),
+        enc("{__name__=~\"test_requests_total\",path=\"/a\"}")
+    );
+    let lines = |addr| {
+        let r = request(addr, "GET", &fed, &[], b"");
+        let mut l: Vec<String> = String::from_utf8_lossy(&r.body)
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        l.sort();
+        l
+    };
+    let mut agreed = false;
+    for _ in 0..5 {
+        let (a, b) = (lines(prom.addr), lines(kiln.addr));
+        if a == b && a.len() > 3 {
+            agreed = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    if !agreed {
+        failures.push(format!(
+            "{fed}:\n  prometheus: {:?}\n  kiln:       {:?}",
+            lines(prom.addr),
+            lines(kiln.addr)
+        ));
     }
     // Errors: same type and text for the same mistake.
     for path in [

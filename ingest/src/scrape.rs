@@ -291,15 +291,21 @@ impl ScrapeCache {
                     continue;
                 }
                 Entry::Help { metric, text } => {
-                    self.note_metadata(&mut p, &metric, |m| m.help = text.to_string(), |m| {
-                        m.help == text
-                    });
+                    self.note_metadata(
+                        &mut p,
+                        &metric,
+                        |m| m.help = text.to_string(),
+                        |m| m.help == text,
+                    );
                     continue;
                 }
                 Entry::Unit { metric, unit } => {
-                    self.note_metadata(&mut p, &metric, |m| m.unit = unit.to_owned(), |m| {
-                        m.unit == unit
-                    });
+                    self.note_metadata(
+                        &mut p,
+                        &metric,
+                        |m| m.unit = unit.to_owned(),
+                        |m| m.unit == unit,
+                    );
                     continue;
                 }
             };
@@ -940,7 +946,10 @@ mod tests {
                 unit: String::new()
             })
         );
-        assert_eq!(cache.metadata().get("g").map(|m| m.kind), Some(MetricType::Gauge));
+        assert_eq!(
+            cache.metadata().get("g").map(|m| m.kind),
+            Some(MetricType::Gauge)
+        );
         scrape(&mut head, &mut cache, body, &settings(), 2000).unwrap();
         assert_eq!(cache.metadata_version(), v, "nothing changed");
         let changed = body.replace("Things done.", "Things finished.");

@@ -123,6 +123,7 @@ async fn run(state: &ServerState, spec: QuerySpec, timeout: Option<std::time::Du
         }
         Err(e @ RunError::Overloaded) => Reply::api_error(ErrorType::Unavailable, &e.to_string()),
         Err(e @ RunError::Shutdown) => Reply::api_error(ErrorType::Unavailable, &e.to_string()),
+        Err(e @ RunError::Select(_)) => Reply::api_error(ErrorType::Internal, &e.to_string()),
     }
 }
 
@@ -198,7 +199,7 @@ fn matcher_sets(p: &Params) -> Result<Vec<Vec<Matcher>>, Reply> {
 
 /// Parses a series selector (`match[]`): a vector selector and nothing
 /// else, as Prometheus's `ParseMetricSelector` requires.
-fn parse_selector(s: &str) -> Result<Vec<Matcher>, String> {
+pub fn parse_selector(s: &str) -> Result<Vec<Matcher>, String> {
     let e = kiln_query::parse(s).map_err(|e| e.to_string())?;
     match e.kind {
         ExprKind::Vector(sel) => Ok(sel.matchers),

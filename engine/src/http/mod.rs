@@ -11,6 +11,7 @@
 //! client asks for it).
 
 mod api;
+mod federate;
 mod json;
 mod params;
 pub mod response;
@@ -137,6 +138,7 @@ async fn route(
             api::series(state, p).await
         ),
         "/api/v1/targets" => only!(get, "/api/v1/targets", "GET", targets::targets(state, p)),
+        "/federate" => only!(get, "/federate", "GET", federate::federate(state, p).await),
         "/api/v1/metadata" => only!(get, "/api/v1/metadata", "GET", targets::metadata(state, p)),
         "/api/v1/labels" => only!(
             get || post,

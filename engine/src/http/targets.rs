@@ -123,7 +123,11 @@ pub fn metadata(state: &ServerState, p: &Params) -> Reply {
             b.raw(",");
         }
         b.string(name).raw(":[");
-        for (j, (kind, help, unit)) in entries.iter().take(per_metric.unwrap_or(usize::MAX)).enumerate() {
+        for (j, (kind, help, unit)) in entries
+            .iter()
+            .take(per_metric.unwrap_or(usize::MAX))
+            .enumerate()
+        {
             if j > 0 {
                 b.raw(",");
             }
