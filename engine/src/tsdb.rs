@@ -141,6 +141,11 @@ pub enum ShardRequest {
         /// Sorted, deduplicated values.
         reply: oneshot::Sender<Vec<String>>,
     },
+    /// Head statistics (one pass over every series of the thread's shards).
+    TsdbStatus {
+        /// Where the answer goes.
+        reply: oneshot::Sender<TsdbCounts>,
+    },
     /// Label sets of the series matching any of `sets`.
     Series {
         /// Selectors, OR-ed.
@@ -152,6 +157,20 @@ pub enum ShardRequest {
         /// Sorted, deduplicated label sets.
         reply: oneshot::Sender<Vec<Labels>>,
     },
+}
+
+/// Head statistics of one runtime thread's shards, for
+/// `/api/v1/status/tsdb`; summed over threads by the handler.
+#[derive(Debug, Default)]
+pub struct TsdbCounts {
+    /// Series.
+    pub num_series: u64,
+    /// Lowest sample time, if any.
+    pub min_time: Option<i64>,
+    /// Highest sample time, if any.
+    pub max_time: Option<i64>,
+    /// Series per (label name, label value).
+    pub pairs: std::collections::HashMap<(String, String), u64>,
 }
 
 /// Where to send requests for each runtime thread.
@@ -458,6 +477,30 @@ async fn serve_one(req: ShardRequest, local: &LocalShards) {
             out.sort_unstable();
             out.dedup();
             let _ = reply.send(out);
+        }
+        ShardRequest::TsdbStatus { reply } => {
+            let mut c = TsdbCounts::default();
+            for s in &local.shards {
+                {
+                    let h = s.head.borrow();
+                    c.num_series += h.num_series() as u64;
+                    if let Some(t) = h.min_time() {
+                        c.min_time = Some(c.min_time.map_or(t, |m| m.min(t)));
+                    }
+                    if let Some(t) = h.max_time() {
+                        c.max_time = Some(c.max_time.map_or(t, |m| m.max(t)));
+                    }
+                    for labels in h.series(&[], i64::MIN, i64::MAX) {
+                        for l in labels.iter() {
+                            *c.pairs
+                                .entry((l.name.to_owned(), l.value.to_owned()))
+                                .or_default() += 1;
+                        }
+                    }
+                }
+                tokio::task::yield_now().await;
+            }
+            let _ = reply.send(c);
         }
         ShardRequest::Series {
             sets,

@@ -91,24 +91,36 @@ fn enc(s: &str) -> String {
     out
 }
 
-/// Values compare with promqltest's tolerance; everything else exactly.
+/// Sample values (the string of a `[t, "v"]` point) compare with
+/// promqltest's tolerance; everything else — labels included — exactly.
 fn same(a: &Value, b: &Value) -> bool {
     match (a, b) {
-        (Value::String(x), Value::String(y)) if x != y => {
-            match (x.parse::<f64>(), y.parse::<f64>()) {
-                (Ok(x), Ok(y)) => {
-                    x == y
-                        || (x.is_nan() && y.is_nan())
-                        || (x - y).abs() <= 1e-6 * x.abs().max(y.abs()).max(1e-300)
-                }
-                _ => false,
-            }
+        (Value::Array(x), Value::Array(y)) if is_point(x) && is_point(y) => {
+            x[0] == y[0] && same_value(&x[1], &y[1])
         }
         (Value::Array(x), Value::Array(y)) => {
             x.len() == y.len() && x.iter().zip(y).all(|(a, b)| same(a, b))
         }
         (Value::Object(x), Value::Object(y)) => {
             x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| same(v, w)))
+        }
+        _ => a == b,
+    }
+}
+
+fn is_point(v: &[Value]) -> bool {
+    v.len() == 2 && v[0].is_number() && v[1].is_string()
+}
+
+fn same_value(a: &Value, b: &Value) -> bool {
+    match (
+        a.as_str().map(str::parse::<f64>),
+        b.as_str().map(str::parse::<f64>),
+    ) {
+        (Some(Ok(x)), Some(Ok(y))) => {
+            x == y
+                || (x.is_nan() && y.is_nan())
+                || (x - y).abs() <= 1e-6 * x.abs().max(y.abs()).max(1e-300)
         }
         _ => a == b,
     }
@@ -243,6 +255,41 @@ fn kiln_answers_as_prometheus_does_on_the_same_data() {
         if !same(&a, &b) {
             failures.push(format!("{path}:\n  prometheus: {a}\n  kiln:       {b}"));
         }
+    }
+    // Cardinality statistics over the same series (times and chunk counts
+    // aside: report series carry each server's own scrape times).
+    let a = get_json(prom.addr, "/api/v1/status/tsdb?limit=1000");
+    let b = get_json(kiln.addr, "/api/v1/status/tsdb?limit=1000");
+    for key in [
+        "seriesCountByMetricName",
+        "labelValueCountByLabelName",
+        "memoryInBytesByLabelName",
+        "seriesCountByLabelValuePair",
+    ] {
+        let sorted = |v: &Value| {
+            let mut items = v["data"][key].as_array().cloned().unwrap_or_default();
+            items.sort_by_key(|i| i.to_string());
+            items
+        };
+        // 2.42 caps the label-pair list at 10 whatever `limit` says (ties
+        // broken its own way): each of its entries must be among kiln's.
+        let (pa, pb) = (sorted(&a), sorted(&b));
+        let agree = if key == "seriesCountByLabelValuePair" {
+            pa.iter().all(|e| pb.contains(e))
+        } else {
+            pa == pb
+        };
+        if !agree || pa.is_empty() {
+            failures.push(format!(
+                "status/tsdb {key}:\n  prometheus: {}\n  kiln:       {}",
+                a["data"][key], b["data"][key]
+            ));
+        }
+    }
+    if a["data"]["headStats"]["numSeries"] != b["data"]["headStats"]["numSeries"] {
+        failures.push(format!(
+            "status/tsdb headStats:\n  prometheus: {a}\n  kiln:       {b}"
+        ));
     }
     // Federation: the newest sample of each series, as text. Both answer
     // "now", so a new slot may land between the two requests: retry.

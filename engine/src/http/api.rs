@@ -335,3 +335,89 @@ pub async fn series(state: &ServerState, p: &Params) -> Reply {
     b.raw("}");
     Reply::json(StatusCode::OK, b.finish())
 }
+
+/// `GET /api/v1/status/tsdb`: head statistics and the top `limit` (default
+/// 10) entries of each cardinality list, computed as Prometheus computes
+/// them from its postings (`memoryInBytesByLabelName` is the total length
+/// of a label's distinct values).
+pub async fn tsdb_status(state: &ServerState, p: &Params) -> Reply {
+    let limit = match p.get("limit") {
+        "" => 10,
+        v => match v.parse::<usize>() {
+            Ok(n) if n > 0 => n,
+            _ => {
+                return bad(ParamError::new(
+                    "limit",
+                    format!("{v:?} is not a positive number"),
+                ));
+            }
+        },
+    };
+    let parts = gather(&state.mailboxes, |reply| ShardRequest::TsdbStatus { reply }).await;
+    let mut num_series = 0;
+    let (mut mint, mut maxt) = (None::<i64>, None::<i64>);
+    let mut pairs: std::collections::HashMap<(String, String), u64> = Default::default();
+    for c in parts {
+        num_series += c.num_series;
+        mint = match (mint, c.min_time) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        maxt = match (maxt, c.max_time) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        for (k, n) in c.pairs {
+            *pairs.entry(k).or_default() += n;
+        }
+    }
+    let mut by_metric: Vec<(String, u64)> = Vec::new();
+    let mut values_by_name: std::collections::HashMap<&str, u64> = Default::default();
+    let mut bytes_by_name: std::collections::HashMap<&str, u64> = Default::default();
+    let mut by_pair: Vec<(String, u64)> = Vec::with_capacity(pairs.len());
+    for ((name, value), &n) in &pairs {
+        if name == kiln_storage::METRIC_NAME {
+            by_metric.push((value.clone(), n));
+        }
+        *values_by_name.entry(name).or_default() += 1;
+        *bytes_by_name.entry(name).or_default() += value.len() as u64;
+        by_pair.push((format!("{name}={value}"), n));
+    }
+    let owned = |m: std::collections::HashMap<&str, u64>| -> Vec<(String, u64)> {
+        m.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+    };
+    let lists = [
+        ("seriesCountByMetricName", by_metric),
+        ("labelValueCountByLabelName", owned(values_by_name)),
+        ("memoryInBytesByLabelName", owned(bytes_by_name)),
+        ("seriesCountByLabelValuePair", by_pair),
+    ];
+    let mut b = JsonBuf::with_capacity(4096);
+    b.raw(r#"{"status":"success","data":{"headStats":{"numSeries":"#)
+        .raw(&num_series.to_string())
+        .raw(r#","numLabelPairs":"#)
+        .raw(&pairs.len().to_string())
+        .raw(r#","minTime":"#)
+        .raw(&mint.unwrap_or(i64::MAX).to_string())
+        .raw(r#","maxTime":"#)
+        .raw(&maxt.unwrap_or(i64::MIN).to_string())
+        .raw("}");
+    for (key, mut list) in lists {
+        list.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        list.truncate(limit);
+        b.raw(",").string(key).raw(":[");
+        for (i, (name, n)) in list.iter().enumerate() {
+            if i > 0 {
+                b.raw(",");
+            }
+            b.raw(r#"{"name":"#)
+                .string(name)
+                .raw(r#","value":"#)
+                .raw(&n.to_string())
+                .raw("}");
+        }
+        b.raw("]");
+    }
+    b.raw("}}");
+    Reply::json(StatusCode::OK, b.finish())
+}

@@ -138,6 +138,14 @@ async fn route(
             api::series(state, p).await
         ),
         "/api/v1/targets" => only!(get, "/api/v1/targets", "GET", targets::targets(state, p)),
+        "/api/v1/status/tsdb" => {
+            only!(
+                get,
+                "/api/v1/status/tsdb",
+                "GET",
+                api::tsdb_status(state, p).await
+            )
+        }
         "/federate" => only!(get, "/federate", "GET", federate::federate(state, p).await),
         "/api/v1/metadata" => only!(get, "/api/v1/metadata", "GET", targets::metadata(state, p)),
         "/api/v1/labels" => only!(
