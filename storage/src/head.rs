@@ -706,13 +706,20 @@ impl Head {
         }
         if let Some(wal) = self.wal.as_mut() {
             let mut batch = wal.batch(staged.len());
+            // Series first logged by this batch; marked now so each is
+            // defined once, unmarked again if the batch fails.
             let mut defined = Vec::new();
             for s in staged {
-                let Some(series) = self.series.get(s.id as usize).and_then(|x| x.as_deref()) else {
+                let Some(series) = self
+                    .series
+                    .get_mut(s.id as usize)
+                    .and_then(|x| x.as_deref_mut())
+                else {
                     continue;
                 };
-                if !series.logged && !defined.contains(&s.id) {
+                if !series.logged {
                     batch.series(s.id, &self.index.labels(&series.syms));
+                    series.logged = true;
                     defined.push(s.id);
                 }
             }
@@ -723,12 +730,12 @@ impl Head {
                 Ok(bytes) => self.counters.wal_bytes_written += bytes,
                 Err(e) => {
                     self.counters.wal_write_errors += 1;
+                    for id in defined {
+                        if let Some(series) = self.series_mut(id) {
+                            series.logged = false;
+                        }
+                    }
                     return Err(e);
-                }
-            }
-            for id in defined {
-                if let Some(series) = self.series_mut(id) {
-                    series.logged = true;
                 }
             }
         }
