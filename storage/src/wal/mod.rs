@@ -543,8 +543,9 @@ struct Writer {
     io: Io,
     file: LogFile,
     segment: u64,
-    /// The checkpoint being written: its number and file.
-    checkpoint: Option<(u64, LogFile)>,
+    /// The checkpoint being written: its number and file, or why it could
+    /// not start.
+    checkpoint: Option<Result<(u64, LogFile), WalError>>,
     shared: Arc<Shared>,
     /// Written out since the last fsync.
     dirty: bool,
@@ -569,12 +570,12 @@ impl Writer {
                     let _ = reply.send(self.write_out(true));
                 }
                 Ok(Msg::CheckpointBegin) => {
-                    // A failure shows at the end: no checkpoint to finish.
-                    let _ = self.begin_checkpoint();
+                    // A failure is reported when the checkpoint ends.
+                    self.checkpoint = Some(self.begin_checkpoint());
                 }
                 Ok(Msg::CheckpointData(bytes)) => {
                     let n = bytes.len() as u64;
-                    if let Some((_, f)) = &mut self.checkpoint {
+                    if let Some(Ok((_, f))) = &mut self.checkpoint {
                         f.append(&bytes);
                         let _ = f.write_out(&mut self.io);
                     }
@@ -662,19 +663,19 @@ impl Writer {
         old.finish(&mut self.io).map_err(io_err(&old_path))
     }
 
-    fn begin_checkpoint(&mut self) -> Result<(), WalError> {
+    fn begin_checkpoint(&mut self) -> Result<(u64, LogFile), WalError> {
         let n = self.segment + 1;
         self.rotate(n)?;
         let path = self.dir.join(format!("{}.tmp", checkpoint_name(n)));
         let _ = fs::remove_file(&path);
         let f = LogFile::create(&path).map_err(io_err(&path))?;
-        self.checkpoint = Some((n, f));
-        Ok(())
+        Ok((n, f))
     }
 
     fn end_checkpoint(&mut self, complete: bool) -> Result<(), WalError> {
-        let Some((n, f)) = self.checkpoint.take() else {
-            return Err(WalError::Invalid("checkpoint could not start".into()));
+        let (n, f) = match self.checkpoint.take() {
+            Some(started) => started?,
+            None => return Err(WalError::Invalid("checkpoint end without a start".into())),
         };
         let tmp = f.path().to_owned();
         if !complete {
