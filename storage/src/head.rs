@@ -1,6 +1,6 @@
 //! The head: the in-memory, appendable part of a shard's storage.
 //!
-//! A [`Head`] owns its series (labels interned in the [`crate::index`],
+//! A [`Head`] owns its series (labels interned in the `index` module,
 //! samples in Gorilla chunks), answers [`Select`] and the label APIs, and —
 //! when opened on a directory — logs every committed sample to its WAL
 //! before making it visible. Appends go through an [`Appender`], which

@@ -11,7 +11,7 @@
 //! thread. The writer writes them out when 1 MiB has gathered and, every
 //! `flush_interval` (default 1 s), writes out and fsyncs. A crash can
 //! therefore lose the commits of the last `flush_interval` (plus the time
-//! of one write): that interval is the data-loss window. [`Wal::sync`]
+//! of one write): that interval is the data-loss window. `Head::sync_wal`
 //! closes it on demand (shutdown).
 //!
 //! Back-pressure: at most [`MAX_PENDING_BYTES`] may wait for the writer. A
