@@ -646,11 +646,13 @@ impl Head {
     /// empty) with a sample in `[mint, maxt]`; sorted, deduplicated.
     pub fn label_names(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<String> {
         let ids = self.matching(matchers, mint, maxt);
+        // Every series selected: every name qualifies, no bitmap test.
+        let all = ids.len() == self.index.series_count();
         let mut names: Vec<String> = self
             .index
             .names()
             .filter_map(|(n, mut values)| {
-                values.any(|b| !b.is_disjoint(&ids)).then(|| n.to_owned())
+                (all || values.any(|b| !b.is_disjoint(&ids))).then(|| n.to_owned())
             })
             .collect();
         names.sort_unstable();
@@ -667,10 +669,11 @@ impl Head {
         maxt: i64,
     ) -> Vec<String> {
         let ids = self.matching(matchers, mint, maxt);
+        let all = ids.len() == self.index.series_count();
         let mut values: Vec<String> = self
             .index
             .values(name)
-            .filter(|(_, b)| !b.is_disjoint(&ids))
+            .filter(|(_, b)| all || !b.is_disjoint(&ids))
             .map(|(v, _)| v.to_owned())
             .collect();
         values.sort_unstable();
