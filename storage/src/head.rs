@@ -8,8 +8,10 @@
 //! [`Appender::commit`], or not at all.
 //!
 //! Invariants:
-//! * series ids are never reused: a [`HeadRef`] names one series for as
-//!   long as it lives, and [`AppendError::UnknownRef`] afterwards;
+//! * within a process, series ids are never reused: a [`HeadRef`] names
+//!   one series for as long as it lives, and [`AppendError::UnknownRef`]
+//!   afterwards (a restart keeps the ids of the series it replays; ids of
+//!   series collected before the last checkpoint may be given out again);
 //! * within a series, committed timestamps strictly increase; chunks are
 //!   time ordered and do not overlap; a chunk holds at most
 //!   [`MAX_CHUNK_SAMPLES`] samples and lies within one `chunk_range_ms`
