@@ -5,7 +5,9 @@
 //! * `00000000`, `00000001`, …: segments of records, each at most
 //!   `segment_bytes` (one oversized batch may exceed it);
 //! * `checkpoint.NNNNNNNN`: the live series and their chunks when the head
-//!   was last truncated, replacing every segment below `NNNNNNNN`.
+//!   was last truncated, replacing every segment below `NNNNNNNN`;
+//! * `lock`: held with `flock` while a head has the directory open, so a
+//!   second head (or process) gets [`WalError::Locked`].
 //!
 //! Durability: a commit encodes its records and hands them to the writer
 //! thread. The writer writes them out when 1 MiB has gathered and, every
@@ -127,6 +129,9 @@ pub enum WalError {
     /// A checkpoint chunk does not decode.
     #[error("corrupt chunk in WAL: {0}")]
     Chunk(#[from] ChunkError),
+    /// Another head (in this or another process) has the directory open.
+    #[error("WAL directory {0} is in use by another head")]
+    Locked(PathBuf),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> WalError + '_ {
@@ -163,6 +168,8 @@ struct SharedState {
 
 /// A head's WAL. See the module documentation.
 pub(crate) struct Wal {
+    /// Holds the directory's `lock` file, `flock`ed, for the WAL's life.
+    _lock: fs::File,
     tx: Option<Sender<Msg>>,
     thread: Option<JoinHandle<()>>,
     shared: Arc<Shared>,
@@ -205,6 +212,29 @@ fn list(dir: &Path) -> Result<(Vec<u64>, Vec<u64>), WalError> {
     segments.sort_unstable();
     checkpoints.sort_unstable();
     Ok((segments, checkpoints))
+}
+
+/// Takes an exclusive `flock` on `dir/lock`, so that two heads never
+/// write one WAL; the kernel releases it when the process dies.
+fn lock_dir(dir: &Path) -> Result<fs::File, WalError> {
+    use std::os::unix::io::AsRawFd;
+    let path = dir.join("lock");
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io_err(&path))?;
+    // SAFETY: flock on a descriptor this function owns.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(if e.kind() == ErrorKind::WouldBlock {
+            WalError::Locked(dir.to_owned())
+        } else {
+            WalError::Io { path, source: e }
+        });
+    }
+    Ok(file)
 }
 
 /// How reading one file ended.
@@ -289,6 +319,7 @@ impl Wal {
         mut apply: impl FnMut(WalRecord<'_>) -> Result<(), WalError>,
     ) -> Result<(Wal, ReplayStats), WalError> {
         fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let lock = lock_dir(dir)?;
         let (segments, checkpoints) = list(dir)?;
         let mut stats = ReplayStats::default();
         let mut first_segment = 0;
@@ -369,6 +400,7 @@ impl Wal {
             .map_err(io_err(dir))?;
         Ok((
             Wal {
+                _lock: lock,
                 tx: Some(tx),
                 thread: Some(thread),
                 shared,
