@@ -1,6 +1,6 @@
 //! The head: the in-memory, appendable part of a shard's storage.
 //!
-//! A [`Head`] owns its series (labels interned in the [`crate::index`],
+//! A [`Head`] owns its series (labels interned in the `index` module,
 //! samples in Gorilla chunks), answers [`Select`] and the label APIs, and —
 //! when opened on a directory — logs every committed sample to its WAL
 //! before making it visible. Appends go through an [`Appender`], which
@@ -8,8 +8,10 @@
 //! [`Appender::commit`], or not at all.
 //!
 //! Invariants:
-//! * series ids are never reused: a [`HeadRef`] names one series for as
-//!   long as it lives, and [`AppendError::UnknownRef`] afterwards;
+//! * within a process, series ids are never reused: a [`HeadRef`] names
+//!   one series for as long as it lives, and [`AppendError::UnknownRef`]
+//!   afterwards (a restart keeps the ids of the series it replays; ids of
+//!   series collected before the last checkpoint may be given out again);
 //! * within a series, committed timestamps strictly increase; chunks are
 //!   time ordered and do not overlap; a chunk holds at most
 //!   [`MAX_CHUNK_SAMPLES`] samples and lies within one `chunk_range_ms`
@@ -646,11 +648,13 @@ impl Head {
     /// empty) with a sample in `[mint, maxt]`; sorted, deduplicated.
     pub fn label_names(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<String> {
         let ids = self.matching(matchers, mint, maxt);
+        // Every series selected: every name qualifies, no bitmap test.
+        let all = ids.len() == self.index.series_count();
         let mut names: Vec<String> = self
             .index
             .names()
             .filter_map(|(n, mut values)| {
-                values.any(|b| !b.is_disjoint(&ids)).then(|| n.to_owned())
+                (all || values.any(|b| !b.is_disjoint(&ids))).then(|| n.to_owned())
             })
             .collect();
         names.sort_unstable();
@@ -667,10 +671,11 @@ impl Head {
         maxt: i64,
     ) -> Vec<String> {
         let ids = self.matching(matchers, mint, maxt);
+        let all = ids.len() == self.index.series_count();
         let mut values: Vec<String> = self
             .index
             .values(name)
-            .filter(|(_, b)| !b.is_disjoint(&ids))
+            .filter(|(_, b)| all || !b.is_disjoint(&ids))
             .map(|(v, _)| v.to_owned())
             .collect();
         values.sort_unstable();
@@ -706,13 +711,20 @@ impl Head {
         }
         if let Some(wal) = self.wal.as_mut() {
             let mut batch = wal.batch(staged.len());
+            // Series first logged by this batch; marked now so each is
+            // defined once, unmarked again if the batch fails.
             let mut defined = Vec::new();
             for s in staged {
-                let Some(series) = self.series.get(s.id as usize).and_then(|x| x.as_deref()) else {
+                let Some(series) = self
+                    .series
+                    .get_mut(s.id as usize)
+                    .and_then(|x| x.as_deref_mut())
+                else {
                     continue;
                 };
-                if !series.logged && !defined.contains(&s.id) {
+                if !series.logged {
                     batch.series(s.id, &self.index.labels(&series.syms));
+                    series.logged = true;
                     defined.push(s.id);
                 }
             }
@@ -723,12 +735,12 @@ impl Head {
                 Ok(bytes) => self.counters.wal_bytes_written += bytes,
                 Err(e) => {
                     self.counters.wal_write_errors += 1;
+                    for id in defined {
+                        if let Some(series) = self.series_mut(id) {
+                            series.logged = false;
+                        }
+                    }
                     return Err(e);
-                }
-            }
-            for id in defined {
-                if let Some(series) = self.series_mut(id) {
-                    series.logged = true;
                 }
             }
         }

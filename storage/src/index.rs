@@ -274,6 +274,11 @@ impl Index {
         Labels::from_sorted_unchecked(pairs).unwrap_or_default()
     }
 
+    /// Number of registered series.
+    pub(crate) fn series_count(&self) -> u64 {
+        self.all.len()
+    }
+
     /// Series ids matching every matcher (all series for no matcher).
     ///
     /// Matchers run from the likely most selective (`=`) to the likely

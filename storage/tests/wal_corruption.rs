@@ -178,6 +178,18 @@ fn truncation_checkpoints_live_series_only() {
     assert_eq!(before, vec![(300..500).collect::<Vec<i64>>()]);
 }
 
+#[test]
+fn a_wal_directory_opens_once_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let (first, _) = Head::open(dir.path(), HeadOptions::default(), wal_options()).unwrap();
+    assert!(matches!(
+        Head::open(dir.path(), HeadOptions::default(), wal_options()),
+        Err(kiln_storage::WalError::Locked(_))
+    ));
+    drop(first);
+    assert!(Head::open(dir.path(), HeadOptions::default(), wal_options()).is_ok());
+}
+
 mod damage {
     use proptest::prelude::*;
 

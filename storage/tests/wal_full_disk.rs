@@ -29,8 +29,22 @@ fn set_fsize_limit(bytes: u64) {
     }
 }
 
+fn other() -> Labels {
+    Labels::from_pairs([("__name__", "disk"), ("k", "new")]).unwrap()
+}
+
 fn samples(head: &Head) -> Vec<i64> {
-    head.select(&[], &SelectHints::range(i64::MIN, i64::MAX))
+    let m = [kiln_storage::Matcher::equal("k", "v")];
+    head.select(&m, &SelectHints::range(i64::MIN, i64::MAX))
+        .unwrap()
+        .timestamps()
+        .values()
+        .to_vec()
+}
+
+fn other_samples(head: &Head) -> Vec<i64> {
+    let m = [kiln_storage::Matcher::equal("k", "new")];
+    head.select(&m, &SelectHints::range(i64::MIN, i64::MAX))
         .unwrap()
         .timestamps()
         .values()
@@ -81,6 +95,12 @@ fn run_child(force_pwrite: bool) {
     // A checkpoint cannot be written either, and must not replace the
     // segments (the reopen below would miss samples).
     assert!(head.truncate_below(i64::MIN + 1).is_err());
+    // A series first seen now is refused too; its definition must be
+    // logged with its first accepted sample later.
+    let mut app = head.appender();
+    app.append(&other(), t, 0.5).unwrap();
+    assert!(app.commit().is_err());
+    assert!(other_samples(&head).is_empty());
 
     set_fsize_limit(u64::MAX);
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -95,12 +115,16 @@ fn run_child(force_pwrite: bool) {
     t += 1;
     commit(&mut head, t).unwrap();
     accepted.push(t);
+    let mut app = head.appender();
+    app.append(&other(), t, 0.5).unwrap();
+    app.commit().unwrap();
     head.sync_wal().unwrap();
     drop(head);
 
     let (head, stats) = Head::open(dir.as_ref(), HeadOptions::default(), wal).unwrap();
     assert_eq!(stats.corrupt_records, 0);
     assert_eq!(samples(&head), accepted);
+    assert_eq!(other_samples(&head), [t]);
     println!("write-failure-ok {}", accepted.len());
 }
 

@@ -5,13 +5,15 @@
 //! * `00000000`, `00000001`, …: segments of records, each at most
 //!   `segment_bytes` (one oversized batch may exceed it);
 //! * `checkpoint.NNNNNNNN`: the live series and their chunks when the head
-//!   was last truncated, replacing every segment below `NNNNNNNN`.
+//!   was last truncated, replacing every segment below `NNNNNNNN`;
+//! * `lock`: held with `flock` while a head has the directory open, so a
+//!   second head (or process) gets [`WalError::Locked`].
 //!
 //! Durability: a commit encodes its records and hands them to the writer
 //! thread. The writer writes them out when 1 MiB has gathered and, every
 //! `flush_interval` (default 1 s), writes out and fsyncs. A crash can
 //! therefore lose the commits of the last `flush_interval` (plus the time
-//! of one write): that interval is the data-loss window. [`Wal::sync`]
+//! of one write): that interval is the data-loss window. `Head::sync_wal`
 //! closes it on demand (shutdown).
 //!
 //! Back-pressure: at most [`MAX_PENDING_BYTES`] may wait for the writer. A
@@ -127,6 +129,9 @@ pub enum WalError {
     /// A checkpoint chunk does not decode.
     #[error("corrupt chunk in WAL: {0}")]
     Chunk(#[from] ChunkError),
+    /// Another head (in this or another process) has the directory open.
+    #[error("WAL directory {0} is in use by another head")]
+    Locked(PathBuf),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> WalError + '_ {
@@ -163,6 +168,8 @@ struct SharedState {
 
 /// A head's WAL. See the module documentation.
 pub(crate) struct Wal {
+    /// Holds the directory's `lock` file, `flock`ed, for the WAL's life.
+    _lock: fs::File,
     tx: Option<Sender<Msg>>,
     thread: Option<JoinHandle<()>>,
     shared: Arc<Shared>,
@@ -205,6 +212,29 @@ fn list(dir: &Path) -> Result<(Vec<u64>, Vec<u64>), WalError> {
     segments.sort_unstable();
     checkpoints.sort_unstable();
     Ok((segments, checkpoints))
+}
+
+/// Takes an exclusive `flock` on `dir/lock`, so that two heads never
+/// write one WAL; the kernel releases it when the process dies.
+fn lock_dir(dir: &Path) -> Result<fs::File, WalError> {
+    use std::os::unix::io::AsRawFd;
+    let path = dir.join("lock");
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io_err(&path))?;
+    // SAFETY: flock on a descriptor this function owns.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(if e.kind() == ErrorKind::WouldBlock {
+            WalError::Locked(dir.to_owned())
+        } else {
+            WalError::Io { path, source: e }
+        });
+    }
+    Ok(file)
 }
 
 /// How reading one file ended.
@@ -289,6 +319,7 @@ impl Wal {
         mut apply: impl FnMut(WalRecord<'_>) -> Result<(), WalError>,
     ) -> Result<(Wal, ReplayStats), WalError> {
         fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let lock = lock_dir(dir)?;
         let (segments, checkpoints) = list(dir)?;
         let mut stats = ReplayStats::default();
         let mut first_segment = 0;
@@ -369,6 +400,7 @@ impl Wal {
             .map_err(io_err(dir))?;
         Ok((
             Wal {
+                _lock: lock,
                 tx: Some(tx),
                 thread: Some(thread),
                 shared,
@@ -543,8 +575,9 @@ struct Writer {
     io: Io,
     file: LogFile,
     segment: u64,
-    /// The checkpoint being written: its number and file.
-    checkpoint: Option<(u64, LogFile)>,
+    /// The checkpoint being written: its number and file, or why it could
+    /// not start.
+    checkpoint: Option<Result<(u64, LogFile), WalError>>,
     shared: Arc<Shared>,
     /// Written out since the last fsync.
     dirty: bool,
@@ -569,12 +602,12 @@ impl Writer {
                     let _ = reply.send(self.write_out(true));
                 }
                 Ok(Msg::CheckpointBegin) => {
-                    // A failure shows at the end: no checkpoint to finish.
-                    let _ = self.begin_checkpoint();
+                    // A failure is reported when the checkpoint ends.
+                    self.checkpoint = Some(self.begin_checkpoint());
                 }
                 Ok(Msg::CheckpointData(bytes)) => {
                     let n = bytes.len() as u64;
-                    if let Some((_, f)) = &mut self.checkpoint {
+                    if let Some(Ok((_, f))) = &mut self.checkpoint {
                         f.append(&bytes);
                         let _ = f.write_out(&mut self.io);
                     }
@@ -662,19 +695,19 @@ impl Writer {
         old.finish(&mut self.io).map_err(io_err(&old_path))
     }
 
-    fn begin_checkpoint(&mut self) -> Result<(), WalError> {
+    fn begin_checkpoint(&mut self) -> Result<(u64, LogFile), WalError> {
         let n = self.segment + 1;
         self.rotate(n)?;
         let path = self.dir.join(format!("{}.tmp", checkpoint_name(n)));
         let _ = fs::remove_file(&path);
         let f = LogFile::create(&path).map_err(io_err(&path))?;
-        self.checkpoint = Some((n, f));
-        Ok(())
+        Ok((n, f))
     }
 
     fn end_checkpoint(&mut self, complete: bool) -> Result<(), WalError> {
-        let Some((n, f)) = self.checkpoint.take() else {
-            return Err(WalError::Invalid("checkpoint could not start".into()));
+        let (n, f) = match self.checkpoint.take() {
+            Some(started) => started?,
+            None => return Err(WalError::Invalid("checkpoint end without a start".into())),
         };
         let tmp = f.path().to_owned();
         if !complete {
