@@ -4,8 +4,8 @@
 //! `offset`, subqueries, quoted UTF-8 names, raw strings and duration
 //! expressions in ranges and offsets) and type-checks as Prometheus does,
 //! with Prometheus's error texts. Experimental syntax kiln does not
-//! implement (histogram trim operators, `anchored` and
-//! `smoothed` ranges, `info()`) is rejected with an error that says so.
+//! implement (histogram trim operators, `info()`) is rejected with an
+//! error that says so.
 //!
 //! The first error wins; parsing stops there.
 
@@ -429,13 +429,23 @@ impl Parser<'_> {
                 TokKind::At => e = self.parse_at(e)?,
                 TokKind::Word => match self.peek_word().as_deref() {
                     Some("offset") => e = self.parse_offset(e)?,
-                    Some(w @ ("anchored" | "smoothed"))
-                        if matches!(e.kind, ExprKind::Matrix { .. } | ExprKind::Vector(_)) =>
-                    {
-                        return Err((
-                            self.peek().pos,
-                            experimental(&format!("the {w} range modifier")),
-                        ));
+                    Some(w @ ("anchored" | "smoothed")) => {
+                        let boundary = if w == "anchored" {
+                            Boundary::Anchored
+                        } else {
+                            Boundary::Smoothed
+                        };
+                        match &mut e.kind {
+                            ExprKind::Matrix { boundary: b, .. } if *b == Boundary::Plain => {
+                                *b = boundary;
+                            }
+                            ExprKind::Vector(sel) if w == "smoothed" && !sel.smoothed => {
+                                sel.smoothed = true;
+                            }
+                            _ => return self.unexpected("", ""),
+                        }
+                        self.next();
+                        e.pos = e.pos.to(self.toks[self.i - 1].pos);
                     }
                     _ => break,
                 },
@@ -515,7 +525,11 @@ impl Parser<'_> {
                 }
                 Ok(Expr {
                     pos,
-                    kind: ExprKind::Matrix { sel, range },
+                    kind: ExprKind::Matrix {
+                        sel,
+                        range,
+                        boundary: Boundary::Plain,
+                    },
                 })
             }
             _ => Err((pos, "ranges only allowed for vector selectors".into())),
@@ -1099,6 +1113,7 @@ impl Parser<'_> {
                 matchers,
                 offset: Duration::Const(0),
                 at: None,
+                smoothed: false,
             }),
         })
     }
