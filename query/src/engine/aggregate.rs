@@ -198,7 +198,7 @@ pub(crate) fn eval(
                     "invalid label name {name:?}"
                 )));
             }
-            count_values(&m, &groups, &group_of, &name, without, grouping, grid).map(Value::Vector)
+            count_values(&m, &groups, &group_of, &name, grid).map(Value::Vector)
         }
         _ => {
             let mut b = StepMatrixBuilder::new(grid.n);
@@ -276,8 +276,6 @@ fn count_values(
     groups: &[Labels],
     group_of: &[usize],
     name: &str,
-    _without: bool,
-    _grouping: &[String],
     grid: Grid,
 ) -> Result<StepMatrix, QueryError> {
     let mut b = StepMatrixBuilder::new(grid.n);
