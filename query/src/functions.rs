@@ -73,6 +73,7 @@ pub static FUNCTIONS: &[Function] = &[
     f("histogram_count", &[V], 0, V),
     f("histogram_fraction", &[S, S, V], 0, V),
     f("histogram_quantile", &[S, V], 0, V),
+    f("histogram_quantiles", &[V, Str, S], -1, V),
     f("histogram_stddev", &[V], 0, V),
     f("histogram_stdvar", &[V], 0, V),
     f("histogram_sum", &[V], 0, V),
@@ -130,7 +131,7 @@ pub static FUNCTIONS: &[Function] = &[
 
 /// Functions Prometheus has that kiln does not evaluate yet: the parser
 /// rejects them with a clear error instead of "unknown function".
-pub static UNSUPPORTED: &[&str] = &["info", "histogram_quantiles", "start_timestamp"];
+pub static UNSUPPORTED: &[&str] = &["info", "start_timestamp"];
 
 /// The signature of `name`, if kiln evaluates it.
 pub fn lookup(name: &str) -> Option<&'static Function> {
