@@ -46,6 +46,7 @@ pub fn parse(input: &str) -> Result<Expr, ParseError> {
         toks: lex(input),
         i: 0,
         depth: 0,
+        in_info: false,
     };
     p.parse_all().map_err(|(pos, msg)| {
         let (line, col) = pos.line_col(input);
@@ -72,6 +73,8 @@ struct Parser<'a> {
     i: usize,
     /// Current nesting of `parse_expr`/`parse_dur_expr` calls.
     depth: usize,
+    /// Inside `info(…)`, whose label selector may match the empty string.
+    in_info: bool,
 }
 
 fn experimental(what: &str) -> String {
@@ -843,8 +846,14 @@ impl Parser<'_> {
             return Err((name_tok.pos, format!("unknown function with name {name:?}")));
         };
         self.next();
-        let (args, close) = self.parse_args()?;
+        let outer = std::mem::replace(&mut self.in_info, func.name == "info");
+        let parsed = self.parse_args();
+        self.in_info = outer;
+        let (args, close) = parsed?;
         let pos = name_tok.pos.to(close);
+        if func.name == "info" {
+            self.check_info_args(&args)?;
+        }
         let nargs = func.args.len();
         let got = args.len();
         if func.variadic == 0 {
@@ -917,6 +926,32 @@ impl Parser<'_> {
                 _ => return self.unexpected("", ""),
             }
         }
+    }
+
+    /// `info(v, {…})`: the optional second argument is a bare label
+    /// selector; only it may consist of matchers that match the empty string.
+    fn check_info_args(&self, args: &[Expr]) -> PResult<()> {
+        if let Some(ExprKind::Vector(sel)) = args.first().map(|a| &a.kind)
+            && !sel.matchers.iter().any(|m| !m.matches_empty())
+        {
+            return Err((
+                args[0].pos,
+                "vector selector must contain at least one non-empty matcher".into(),
+            ));
+        }
+        if let Some(sel) = args.get(1) {
+            match &sel.kind {
+                ExprKind::Vector(_) if self.input[sel.pos.start..].starts_with('{') => {}
+                ExprKind::Vector(_) => {
+                    return Err((
+                        sel.pos,
+                        "expected label selectors only, got vector selector instead".into(),
+                    ));
+                }
+                _ => return Err((sel.pos, "expected label selectors only".into())),
+            }
+        }
+        Ok(())
     }
 
     fn parse_grouping(&mut self) -> PResult<Vec<String>> {
@@ -1099,7 +1134,7 @@ impl Parser<'_> {
             }
             matchers.insert(0, Matcher::equal("__name__", n.clone()));
         }
-        if !matchers.iter().any(|m| !m.matches_empty()) {
+        if !self.in_info && !matchers.iter().any(|m| !m.matches_empty()) {
             return Err((
                 pos,
                 "vector selector must contain at least one non-empty matcher".into(),

@@ -294,6 +294,7 @@ pub(crate) fn eval_call(
             }
             Value::Vector(b.finish())
         }
+        "info" => return super::info::eval(ctx, args, grid),
         "histogram_quantile" | "histogram_quantiles" | "histogram_fraction" => {
             return super::histogram::eval(ctx, func, args, grid);
         }

@@ -7,7 +7,8 @@
 //! Module map: `columns` (the column type), `eval` (dispatch, selectors,
 //! subqueries), `binary` (operators and vector matching), `aggregate`,
 //! `calls` (instant-vector functions), `window` (range-vector functions),
-//! `histogram` (classic-bucket histogram functions).
+//! `histogram` (classic-bucket histogram functions), `info` (the `info()`
+//! join).
 
 mod aggregate;
 mod binary;
@@ -15,6 +16,7 @@ mod calls;
 pub(crate) mod columns;
 mod eval;
 mod histogram;
+mod info;
 mod window;
 
 use std::sync::Arc;
