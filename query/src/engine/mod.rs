@@ -245,7 +245,9 @@ impl Engine {
     }
 
     /// Evaluates an already parsed expression at `t_ms`; `q` is its text,
-    /// used for the positions in annotations.
+    /// used for the positions in annotations. `expr` must come from
+    /// [`crate::parse`] (possibly with `@`/offset modifiers changed): the
+    /// evaluator relies on the parser's type and arity checks.
     pub fn instant_query_parsed(
         &self,
         store: &dyn Select,
