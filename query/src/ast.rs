@@ -160,6 +160,22 @@ pub struct VectorSelector {
     pub offset: Duration,
     /// `@`, if written.
     pub at: Option<AtModifier>,
+    /// The experimental `smoothed` modifier: the value is interpolated
+    /// between the samples around the evaluation time.
+    pub smoothed: bool,
+}
+
+/// How a range selector treats its window's edges (experimental modifiers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Boundary {
+    /// Only the samples in the window, extrapolated to its edges.
+    Plain,
+    /// `anchored`: the last sample at or before the start joins the window;
+    /// no extrapolation.
+    Anchored,
+    /// `smoothed`: the values at both edges are interpolated from the
+    /// samples around them.
+    Smoothed,
 }
 
 /// Binary operators.
@@ -372,6 +388,8 @@ pub enum ExprKind {
         sel: VectorSelector,
         /// The range.
         range: Duration,
+        /// The experimental `anchored`/`smoothed` modifier.
+        boundary: Boundary,
     },
     /// A subquery `expr[range:step] offset … @ …`.
     Subquery {

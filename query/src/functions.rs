@@ -73,12 +73,14 @@ pub static FUNCTIONS: &[Function] = &[
     f("histogram_count", &[V], 0, V),
     f("histogram_fraction", &[S, S, V], 0, V),
     f("histogram_quantile", &[S, V], 0, V),
+    f("histogram_quantiles", &[V, Str, S], -1, V),
     f("histogram_stddev", &[V], 0, V),
     f("histogram_stdvar", &[V], 0, V),
     f("histogram_sum", &[V], 0, V),
     f("hour", &[V], 1, V),
     f("idelta", &[M], 0, V),
     f("increase", &[M], 0, V),
+    f("info", &[V, V], 1, V),
     f("irate", &[M], 0, V),
     f("label_join", &[V, Str, Str, Str], -1, V),
     f("label_replace", &[V, Str, Str, Str, Str], 0, V),
@@ -130,7 +132,7 @@ pub static FUNCTIONS: &[Function] = &[
 
 /// Functions Prometheus has that kiln does not evaluate yet: the parser
 /// rejects them with a clear error instead of "unknown function".
-pub static UNSUPPORTED: &[&str] = &["info", "histogram_quantiles", "start_timestamp"];
+pub static UNSUPPORTED: &[&str] = &["start_timestamp"];
 
 /// The signature of `name`, if kiln evaluates it.
 pub fn lookup(name: &str) -> Option<&'static Function> {

@@ -4,8 +4,8 @@
 //! `offset`, subqueries, quoted UTF-8 names, raw strings and duration
 //! expressions in ranges and offsets) and type-checks as Prometheus does,
 //! with Prometheus's error texts. Experimental syntax kiln does not
-//! implement (histogram trim operators, `anchored` and
-//! `smoothed` ranges, `info()`) is rejected with an error that says so.
+//! implement (histogram trim operators, `info()`) is rejected with an
+//! error that says so.
 //!
 //! The first error wins; parsing stops there.
 
@@ -46,6 +46,7 @@ pub fn parse(input: &str) -> Result<Expr, ParseError> {
         toks: lex(input),
         i: 0,
         depth: 0,
+        in_info: false,
     };
     p.parse_all().map_err(|(pos, msg)| {
         let (line, col) = pos.line_col(input);
@@ -72,6 +73,8 @@ struct Parser<'a> {
     i: usize,
     /// Current nesting of `parse_expr`/`parse_dur_expr` calls.
     depth: usize,
+    /// Inside `info(…)`, whose label selector may match the empty string.
+    in_info: bool,
 }
 
 fn experimental(what: &str) -> String {
@@ -429,13 +432,23 @@ impl Parser<'_> {
                 TokKind::At => e = self.parse_at(e)?,
                 TokKind::Word => match self.peek_word().as_deref() {
                     Some("offset") => e = self.parse_offset(e)?,
-                    Some(w @ ("anchored" | "smoothed"))
-                        if matches!(e.kind, ExprKind::Matrix { .. } | ExprKind::Vector(_)) =>
-                    {
-                        return Err((
-                            self.peek().pos,
-                            experimental(&format!("the {w} range modifier")),
-                        ));
+                    Some(w @ ("anchored" | "smoothed")) => {
+                        let boundary = if w == "anchored" {
+                            Boundary::Anchored
+                        } else {
+                            Boundary::Smoothed
+                        };
+                        match &mut e.kind {
+                            ExprKind::Matrix { boundary: b, .. } if *b == Boundary::Plain => {
+                                *b = boundary;
+                            }
+                            ExprKind::Vector(sel) if w == "smoothed" && !sel.smoothed => {
+                                sel.smoothed = true;
+                            }
+                            _ => return self.unexpected("", ""),
+                        }
+                        self.next();
+                        e.pos = e.pos.to(self.toks[self.i - 1].pos);
                     }
                     _ => break,
                 },
@@ -515,7 +528,11 @@ impl Parser<'_> {
                 }
                 Ok(Expr {
                     pos,
-                    kind: ExprKind::Matrix { sel, range },
+                    kind: ExprKind::Matrix {
+                        sel,
+                        range,
+                        boundary: Boundary::Plain,
+                    },
                 })
             }
             _ => Err((pos, "ranges only allowed for vector selectors".into())),
@@ -829,8 +846,14 @@ impl Parser<'_> {
             return Err((name_tok.pos, format!("unknown function with name {name:?}")));
         };
         self.next();
-        let (args, close) = self.parse_args()?;
+        let outer = std::mem::replace(&mut self.in_info, func.name == "info");
+        let parsed = self.parse_args();
+        self.in_info = outer;
+        let (args, close) = parsed?;
         let pos = name_tok.pos.to(close);
+        if func.name == "info" {
+            self.check_info_args(&args)?;
+        }
         let nargs = func.args.len();
         let got = args.len();
         if func.variadic == 0 {
@@ -903,6 +926,32 @@ impl Parser<'_> {
                 _ => return self.unexpected("", ""),
             }
         }
+    }
+
+    /// `info(v, {…})`: the optional second argument is a bare label
+    /// selector; only it may consist of matchers that match the empty string.
+    fn check_info_args(&self, args: &[Expr]) -> PResult<()> {
+        if let Some(ExprKind::Vector(sel)) = args.first().map(|a| &a.kind)
+            && !sel.matchers.iter().any(|m| !m.matches_empty())
+        {
+            return Err((
+                args[0].pos,
+                "vector selector must contain at least one non-empty matcher".into(),
+            ));
+        }
+        if let Some(sel) = args.get(1) {
+            match &sel.kind {
+                ExprKind::Vector(_) if self.input[sel.pos.start..].starts_with('{') => {}
+                ExprKind::Vector(_) => {
+                    return Err((
+                        sel.pos,
+                        "expected label selectors only, got vector selector instead".into(),
+                    ));
+                }
+                _ => return Err((sel.pos, "expected label selectors only".into())),
+            }
+        }
+        Ok(())
     }
 
     fn parse_grouping(&mut self) -> PResult<Vec<String>> {
@@ -1085,7 +1134,7 @@ impl Parser<'_> {
             }
             matchers.insert(0, Matcher::equal("__name__", n.clone()));
         }
-        if !matchers.iter().any(|m| !m.matches_empty()) {
+        if !self.in_info && !matchers.iter().any(|m| !m.matches_empty()) {
             return Err((
                 pos,
                 "vector selector must contain at least one non-empty matcher".into(),
@@ -1099,6 +1148,7 @@ impl Parser<'_> {
                 matchers,
                 offset: Duration::Const(0),
                 at: None,
+                smoothed: false,
             }),
         })
     }

@@ -754,7 +754,7 @@ fn calls_any(expr: &Expr, names: &[&str]) -> bool {
     expr.walk(&mut |e| match &e.kind {
         ExprKind::Call { func, .. } if names.contains(func) => hit = true,
         ExprKind::Vector(sel) if query_params && is_expr(&sel.offset) => hit = true,
-        ExprKind::Matrix { sel, range }
+        ExprKind::Matrix { sel, range, .. }
             if query_params && (is_expr(&sel.offset) || is_expr(range)) =>
         {
             hit = true

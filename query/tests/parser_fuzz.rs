@@ -8,6 +8,18 @@ use proptest::prelude::*;
 
 const TOKENS: &[&str] = &[
     "foo",
+    "info",
+    "target_info",
+    "fill(0)",
+    "fill_left(1)",
+    "fill_right(NaN)",
+    "anchored",
+    "smoothed",
+    "histogram_quantiles",
+    "instance",
+    "{__name__=~\".+_info\"}",
+    "changes",
+    "delta",
     "bar",
     "{",
     "}",

@@ -198,7 +198,7 @@ pub(crate) fn eval(
                     "invalid label name {name:?}"
                 )));
             }
-            count_values(&m, &groups, &group_of, &name, without, grouping, grid).map(Value::Vector)
+            count_values(&m, &groups, &group_of, &name, grid).map(Value::Vector)
         }
         _ => {
             let mut b = StepMatrixBuilder::new(grid.n);
@@ -276,8 +276,6 @@ fn count_values(
     groups: &[Labels],
     group_of: &[usize],
     name: &str,
-    _without: bool,
-    _grouping: &[String],
     grid: Grid,
 ) -> Result<StepMatrix, QueryError> {
     let mut b = StepMatrixBuilder::new(grid.n);
@@ -306,6 +304,19 @@ fn count_values(
         }
     }
     Ok(b.finish())
+}
+
+/// Prometheus's label-set hash (xxHash64 of `name 0xff value 0xff …`), so
+/// `limit_ratio` samples the same series Prometheus does.
+fn prometheus_hash(l: &Labels) -> u64 {
+    let mut h = xxhash_rust::xxh64::Xxh64::new(0);
+    for lb in l.iter() {
+        h.update(lb.name.as_bytes());
+        h.update(&[0xff]);
+        h.update(lb.value.as_bytes());
+        h.update(&[0xff]);
+    }
+    h.digest()
 }
 
 /// `topk`, `bottomk`, `limitk`, `limit_ratio`: which input series survive
@@ -347,7 +358,7 @@ fn select_series(
                         );
                     }
                     for s in present {
-                        let h = m.labels[s].hash() as f64 / u64::MAX as f64;
+                        let h = prometheus_hash(&m.labels[s]) as f64 / u64::MAX as f64;
                         let keep = if ratio >= 0.0 {
                             h < ratio
                         } else {
@@ -408,4 +419,27 @@ fn select_series(
         }
     }
     Ok(b.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prometheus_hash_is_xxhash64_of_the_separated_pairs() {
+        // xxHash64's published value for empty input with seed 0.
+        assert_eq!(prometheus_hash(&Labels::empty()), 0xef46_db37_51d8_e999);
+        let l = Labels::from_pairs([("a", "b")]).unwrap();
+        assert_eq!(
+            prometheus_hash(&l),
+            xxhash_rust::xxh64::xxh64(b"a\xffb\xff", 0)
+        );
+    }
+
+    #[test]
+    fn streaming_mean_switches_to_incremental_on_overflow() {
+        assert_eq!(mean(&[1.0, 2.0, 3.0]), 2.0);
+        assert_eq!(mean(&[f64::MAX, f64::MAX]), f64::MAX);
+        assert!(mean(&[f64::INFINITY, f64::NEG_INFINITY]).is_nan());
+    }
 }

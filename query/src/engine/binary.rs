@@ -36,7 +36,7 @@ pub(crate) fn apply(op: BinOp, l: f64, r: f64) -> (f64, bool) {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Evaluates `lhs op rhs` at every step.
 pub(crate) fn eval(
     ctx: &Ctx,
     op: BinOp,

@@ -294,7 +294,8 @@ pub(crate) fn eval_call(
             }
             Value::Vector(b.finish())
         }
-        "histogram_quantile" | "histogram_fraction" => {
+        "info" => return super::info::eval(ctx, args, grid),
+        "histogram_quantile" | "histogram_quantiles" | "histogram_fraction" => {
             return super::histogram::eval(ctx, func, args, grid);
         }
         "histogram_count" | "histogram_sum" | "histogram_avg" | "histogram_stddev"

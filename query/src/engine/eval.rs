@@ -17,7 +17,9 @@ use super::columns::{StepMatrix, StepMatrixBuilder};
 use super::{
     EngineOptions, InstantSample, QueryError, QueryLimits, QueryResult, QueryValue, RangeSeries,
 };
-use crate::ast::{AtModifier, Duration, Expr, ExprKind, MAX_DURATION_MS, PosRange, VectorSelector};
+use crate::ast::{
+    AtModifier, Boundary, Duration, Expr, ExprKind, MAX_DURATION_MS, PosRange, VectorSelector,
+};
 
 /// Evaluation times: `n` steps from `start`, `step` apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +43,10 @@ pub(crate) struct RangeInput {
     pub drop_name: Vec<bool>,
     pub ends: Vec<i64>,
     pub range: i64,
+    /// How the window's edges are treated (`anchored`, `smoothed`).
+    pub boundary: Boundary,
+    /// How far outside a window its edge samples may be (lookback delta).
+    pub edge_lookback: i64,
 }
 
 impl RangeInput {
@@ -87,6 +93,15 @@ impl RangeInput {
                     hi += 1;
                 }
                 let has_reset = hi > lo + 1 && resets[hi - 1] > resets[lo];
+                let lb = self.edge_lookback;
+                let (before, after) = if self.boundary == Boundary::Plain {
+                    (None, None)
+                } else {
+                    (
+                        (lo > 0 && ts[lo - 1] > start - lb).then(|| (ts[lo - 1], vs[lo - 1])),
+                        (hi < ts.len() && ts[hi] < end + lb).then(|| (ts[hi], vs[hi])),
+                    )
+                };
                 f(
                     s,
                     k,
@@ -94,6 +109,8 @@ impl RangeInput {
                         ts: &ts[lo..hi],
                         vs: &vs[lo..hi],
                         has_reset,
+                        before,
+                        after,
                     },
                 );
             }
@@ -109,6 +126,12 @@ pub(crate) struct Window<'a> {
     pub vs: &'a [f64],
     /// Whether some sample is below its predecessor (a counter reset).
     pub has_reset: bool,
+    /// For `anchored`/`smoothed` windows: the last sample at or before the
+    /// start, within the lookback delta.
+    pub before: Option<(i64, f64)>,
+    /// For `smoothed` windows: the first sample after the end, within the
+    /// lookback delta.
+    pub after: Option<(i64, f64)>,
 }
 
 /// A node's value at every step.
@@ -375,10 +398,15 @@ pub(crate) fn eval(ctx: &Ctx, expr: &Expr, grid: Grid) -> Result<Value, QueryErr
             other => other,
         }),
         ExprKind::Vector(sel) => Ok(Value::Vector(eval_vector_selector(ctx, sel, grid, false)?)),
-        ExprKind::Matrix { sel, range } => Ok(Value::Range(eval_matrix_selector(
+        ExprKind::Matrix {
+            sel,
+            range,
+            boundary,
+        } => Ok(Value::Range(eval_matrix_selector(
             ctx,
             sel,
             ctx.duration(range),
+            *boundary,
             grid,
         )?)),
         ExprKind::Subquery {
@@ -466,7 +494,9 @@ pub(crate) fn eval_vector_selector(
     let times = effective_times(ctx, ctx.duration(&sel.offset), sel.at.as_ref(), grid);
     let lookback = ctx.opts.lookback_delta_ms;
     let mint = times.iter().min().copied().unwrap_or(0) - lookback + 1;
-    let maxt = times.iter().max().copied().unwrap_or(0);
+    // `smoothed` also reads the first sample after each step.
+    let ahead = if sel.smoothed { lookback } else { 0 };
+    let maxt = times.iter().max().copied().unwrap_or(0) + ahead;
     let batch = ctx.select(&sel.matchers, mint, maxt)?;
     let mut b = StepMatrixBuilder::new(grid.n);
     let mut points = 0usize;
@@ -490,7 +520,20 @@ pub(crate) fn eval_vector_selector(
             }
             let (st, sv) = (ts[j - 1], vs[j - 1]);
             if st > t - lookback && !is_stale_nan(sv) {
-                b.set(r, k, if timestamps { st as f64 / 1000.0 } else { sv });
+                let v = if timestamps {
+                    st as f64 / 1000.0
+                } else if sel.smoothed
+                    && st < t
+                    && j < ts.len()
+                    && ts[j] < t + lookback
+                    && !is_stale_nan(vs[j])
+                {
+                    // Linear interpolation to the evaluation time.
+                    sv + (vs[j] - sv) * (t - st) as f64 / (ts[j] - st) as f64
+                } else {
+                    sv
+                };
+                b.set(r, k, v);
                 points += 1;
             }
         }
@@ -523,11 +566,18 @@ fn eval_matrix_selector(
     ctx: &Ctx,
     sel: &VectorSelector,
     range: i64,
+    boundary: Boundary,
     grid: Grid,
 ) -> Result<RangeInput, QueryError> {
     let ends = effective_times(ctx, ctx.duration(&sel.offset), sel.at.as_ref(), grid);
-    let mint = ends.iter().min().copied().unwrap_or(0) - range + 1;
-    let maxt = ends.iter().max().copied().unwrap_or(0);
+    let lookback = ctx.opts.lookback_delta_ms;
+    let (before, after) = match boundary {
+        Boundary::Plain => (0, 0),
+        Boundary::Anchored => (lookback, 0),
+        Boundary::Smoothed => (lookback, lookback),
+    };
+    let mint = ends.iter().min().copied().unwrap_or(0) - range - before + 1;
+    let maxt = ends.iter().max().copied().unwrap_or(0) + after;
     let batch = without_stale(ctx.select(&sel.matchers, mint, maxt)?);
     let n = batch.len();
     Ok(RangeInput {
@@ -535,6 +585,8 @@ fn eval_matrix_selector(
         drop_name: vec![false; n],
         ends,
         range,
+        boundary,
+        edge_lookback: lookback,
     })
 }
 
@@ -594,5 +646,7 @@ fn eval_subquery(
         drop_name,
         ends,
         range,
+        boundary: Boundary::Plain,
+        edge_lookback: 0,
     })
 }

@@ -1,5 +1,6 @@
-//! `histogram_quantile` and `histogram_fraction` over classic histograms:
-//! series with an `le` label, grouped by their other labels (name dropped).
+//! `histogram_quantile`, `histogram_quantiles` and `histogram_fraction`
+//! over classic histograms: series with an `le` label, grouped by their
+//! other labels (name dropped).
 
 use std::collections::HashMap;
 
@@ -8,21 +9,43 @@ use kiln_storage::Labels;
 use super::QueryError;
 use super::columns::StepMatrixBuilder;
 use super::eval::{Ctx, Grid, Value, eval_scalar, eval_vector};
-use crate::ast::Expr;
+use crate::ast::{Expr, PosRange};
 
 /// Monotonicity fixes are only reported when they exceed this tolerance.
 const SMALL_DELTA_TOLERANCE: f64 = 1e-12;
 
+/// What a call computes per group and step.
+enum Kind {
+    /// `histogram_fraction(lower, upper, v)`.
+    Fraction(Vec<f64>, Vec<f64>),
+    /// `histogram_quantile(q, v)` (no label) or `histogram_quantiles(v,
+    /// label, q…)`: one output series per quantile, told apart by `label`.
+    Quantiles(Option<String>, Vec<(Vec<f64>, PosRange)>),
+}
+
 pub(crate) fn eval(ctx: &Ctx, func: &str, args: &[Expr], grid: Grid) -> Result<Value, QueryError> {
-    let fraction = func == "histogram_fraction";
-    let (p1, p2, varg) = if fraction {
-        (
-            eval_scalar(ctx, &args[0], grid)?,
-            eval_scalar(ctx, &args[1], grid)?,
+    let (kind, varg) = match func {
+        "histogram_fraction" => (
+            Kind::Fraction(
+                eval_scalar(ctx, &args[0], grid)?,
+                eval_scalar(ctx, &args[1], grid)?,
+            ),
             &args[2],
-        )
-    } else {
-        (eval_scalar(ctx, &args[0], grid)?, Vec::new(), &args[1])
+        ),
+        "histogram_quantiles" => {
+            let Value::Str(label) = super::eval::eval(ctx, &args[1], grid)? else {
+                return Err(QueryError::Execution("expected a label name".into()));
+            };
+            let mut qs = Vec::new();
+            for a in &args[2..] {
+                qs.push((eval_scalar(ctx, a, grid)?, a.pos));
+            }
+            (Kind::Quantiles(Some(label), qs), &args[0])
+        }
+        _ => (
+            Kind::Quantiles(None, vec![(eval_scalar(ctx, &args[0], grid)?, args[0].pos)]),
+            &args[1],
+        ),
     };
     let m = eval_vector(ctx, varg, grid)?;
     let mut groups: HashMap<Labels, usize> = HashMap::new();
@@ -52,19 +75,46 @@ pub(crate) fn eval(ctx: &Ctx, func: &str, args: &[Expr], grid: Grid) -> Result<V
         });
         members[idx].push((le, s));
     }
-    if !fraction && let Some(bad) = p1.iter().find(|q| q.is_nan() || !(0.0..=1.0).contains(*q)) {
-        ctx.warn(
-            &format!(
-                "quantile value should be between 0 and 1, got {}",
-                super::aggregate::format_value(*bad)
-            ),
-            args[0].pos,
-        );
-    }
     let mut b = StepMatrixBuilder::new(grid.n);
+    // Output rows: per group, one per quantile (or one for the fraction).
+    let per_group = match &kind {
+        Kind::Fraction(..) => 1,
+        Kind::Quantiles(_, qs) => qs.len(),
+    };
     for l in &labels {
-        // Grouped with the name, which is dropped from the result.
-        b.push_row(l.clone(), true);
+        for i in 0..per_group {
+            let mut row = l.clone();
+            if let Kind::Quantiles(Some(name), qs) = &kind {
+                if l.contains(name) {
+                    return Err(QueryError::Execution(format!(
+                        "histogram_quantiles: label {name:?} already exists on series {l}"
+                    )));
+                }
+                let mut lb = l.builder();
+                lb.set(
+                    name,
+                    &format!("{:?}", qs[i].0.first().copied().unwrap_or(f64::NAN)),
+                );
+                row = lb
+                    .build()
+                    .map_err(|e| QueryError::Execution(e.to_string()))?;
+            }
+            // Grouped with the name, which is dropped from the result.
+            b.push_row(row, true);
+        }
+    }
+    if let Kind::Quantiles(_, qs) = &kind {
+        for (q, pos) in qs {
+            if let Some(bad) = q.iter().find(|q| q.is_nan() || !(0.0..=1.0).contains(*q)) {
+                ctx.warn(
+                    &format!(
+                        "quantile value should be between 0 and 1, got {}",
+                        super::aggregate::format_value(*bad)
+                    ),
+                    *pos,
+                );
+            }
+        }
     }
     let mut buckets: Vec<(f64, f64)> = Vec::new();
     for (g, mem) in members.iter().enumerate() {
@@ -77,22 +127,26 @@ pub(crate) fn eval(ctx: &Ctx, func: &str, args: &[Expr], grid: Grid) -> Result<V
             if buckets.is_empty() {
                 continue;
             }
-            let v = if fraction {
-                bucket_fraction(p1[k], p2[k], &mut buckets)
-            } else {
-                let (v, fixed) = bucket_quantile(p1[k], &mut buckets);
-                if fixed {
-                    ctx.info(
-                        &format!(
-                            "input to histogram_quantile needed to be fixed for monotonicity (see https://prometheus.io/docs/prometheus/latest/querying/functions/#histogram_quantile) for metric name {:?}",
-                            m.labels[mem[0].1].metric_name().unwrap_or("")
-                        ),
-                        varg.pos,
-                    );
+            match &kind {
+                Kind::Fraction(lo, hi) => {
+                    b.set(g, k, bucket_fraction(lo[k], hi[k], &mut buckets));
                 }
-                v
-            };
-            b.set(g, k, v);
+                Kind::Quantiles(_, qs) => {
+                    for (i, (q, _)) in qs.iter().enumerate() {
+                        let (v, fixed) = bucket_quantile(q[k], &mut buckets);
+                        if fixed {
+                            ctx.info(
+                                &format!(
+                                    "input to histogram_quantile needed to be fixed for monotonicity (see https://prometheus.io/docs/prometheus/latest/querying/functions/#histogram_quantile) for metric name {:?}",
+                                    m.labels[mem[0].1].metric_name().unwrap_or("")
+                                ),
+                                varg.pos,
+                            );
+                        }
+                        b.set(g * per_group + i, k, v);
+                    }
+                }
+            }
         }
     }
     Ok(Value::Vector(b.finish()))

@@ -7,7 +7,8 @@
 //! Module map: `columns` (the column type), `eval` (dispatch, selectors,
 //! subqueries), `binary` (operators and vector matching), `aggregate`,
 //! `calls` (instant-vector functions), `window` (range-vector functions),
-//! `histogram` (classic-bucket histogram functions).
+//! `histogram` (classic-bucket histogram functions), `info` (the `info()`
+//! join).
 
 mod aggregate;
 mod binary;
@@ -15,6 +16,7 @@ mod calls;
 pub(crate) mod columns;
 mod eval;
 mod histogram;
+mod info;
 mod window;
 
 use std::sync::Arc;
@@ -243,7 +245,9 @@ impl Engine {
     }
 
     /// Evaluates an already parsed expression at `t_ms`; `q` is its text,
-    /// used for the positions in annotations.
+    /// used for the positions in annotations. `expr` must come from
+    /// [`crate::parse`] (possibly with `@`/offset modifiers changed): the
+    /// evaluator relies on the parser's type and arity checks.
     pub fn instant_query_parsed(
         &self,
         store: &dyn Select,

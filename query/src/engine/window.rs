@@ -7,6 +7,7 @@ use super::QueryError;
 use super::aggregate::{kahan_add, mean, quantile};
 use super::columns::StepMatrixBuilder;
 use super::eval::{Ctx, Grid, RangeInput, Value, Window, eval_range, eval_scalar};
+use crate::ast::Boundary;
 use crate::ast::Expr;
 
 /// The range functions, resolved from the name once per call (not per window).
@@ -114,16 +115,76 @@ pub(crate) fn eval(ctx: &Ctx, func: &str, args: &[Expr], grid: Grid) -> Result<V
         )));
     };
     let keeps_name = matches!(f, RangeFn::LastOverTime | RangeFn::FirstOverTime);
+    let anchored = r.boundary == Boundary::Anchored;
+    let smoothed = r.boundary == Boundary::Smoothed;
+    if smoothed && !matches!(f, RangeFn::Delta | RangeFn::Increase | RangeFn::Rate) {
+        return Err(QueryError::Execution(format!(
+            "smoothed modifier can only be used with: delta, increase, rate - not with {func}"
+        )));
+    }
+    if anchored
+        && !matches!(
+            f,
+            RangeFn::Changes | RangeFn::Delta | RangeFn::Increase | RangeFn::Rate | RangeFn::Resets
+        )
+    {
+        return Err(QueryError::Execution(format!(
+            "anchored modifier can only be used with: changes, delta, increase, rate, resets - not with {func}"
+        )));
+    }
+    let mut pts: Vec<f64> = Vec::new();
     let mut b = StepMatrixBuilder::new(grid.n);
     let mut row: Vec<Option<usize>> = vec![None; r.batch.len()];
     let mut buf: Vec<f64> = Vec::new();
     let mut points = 0usize;
     r.windows(ctx, |s, k, w| {
         let (ts, vs) = (w.ts, w.vs);
+        let end = r.ends[k];
+        if smoothed {
+            if let Some(v) = smoothed_change(w, end - r.range, end, f != RangeFn::Delta) {
+                let v = if f == RangeFn::Rate {
+                    v / (r.range as f64 / 1000.0)
+                } else {
+                    v
+                };
+                let rr =
+                    *row[s].get_or_insert_with(|| b.push_row(r.batch.labels()[s].clone(), true));
+                b.set(rr, k, v);
+                points += 1;
+            }
+            return;
+        }
         if ts.is_empty() {
             return;
         }
-        let end = r.ends[k];
+        if anchored {
+            // The anchor and the window's samples, with no extrapolation.
+            pts.clear();
+            pts.extend(w.before.map(|a| a.1));
+            pts.extend_from_slice(vs);
+            let (first, last) = (pts[0], pts[pts.len() - 1]);
+            let resets = || pts.windows(2).filter(|p| p[1] < p[0]);
+            let v = match f {
+                RangeFn::Changes => pts
+                    .windows(2)
+                    .filter(|p| p[0] != p[1] && !(p[0].is_nan() && p[1].is_nan()))
+                    .count() as f64,
+                RangeFn::Resets => resets().count() as f64,
+                RangeFn::Delta => last - first,
+                _ => {
+                    let inc = last - first + resets().map(|p| p[0]).sum::<f64>();
+                    if f == RangeFn::Rate {
+                        inc / (r.range as f64 / 1000.0)
+                    } else {
+                        inc
+                    }
+                }
+            };
+            let rr = *row[s].get_or_insert_with(|| b.push_row(r.batch.labels()[s].clone(), true));
+            b.set(rr, k, v);
+            points += 1;
+            return;
+        }
         let v = match f {
             RangeFn::Rate => extrapolated(&r, end, w, true, true),
             RangeFn::Increase => extrapolated(&r, end, w, true, false),
@@ -230,6 +291,45 @@ fn sum(vs: &[f64]) -> f64 {
         (s, c) = kahan_add(v, s, c);
     }
     s + c
+}
+
+/// The change between the interpolated values at `start` and `end`, from
+/// the window's samples and the samples just outside it. With `counter`,
+/// values are first made cumulative across resets. `None` when the samples
+/// do not reach into the window from both sides.
+fn smoothed_change(w: Window<'_>, start: i64, end: i64, counter: bool) -> Option<f64> {
+    let mut pts: Vec<(i64, f64)> = Vec::with_capacity(w.ts.len() + 2);
+    pts.extend(w.before);
+    pts.extend(w.ts.iter().copied().zip(w.vs.iter().copied()));
+    pts.extend(w.after);
+    if w.ts.is_empty() && (w.before.is_none() || w.after.is_none()) {
+        return None;
+    }
+    if counter {
+        let mut offset = 0.0;
+        let mut prev = f64::NEG_INFINITY;
+        for p in pts.iter_mut() {
+            if p.1 < prev {
+                offset += prev;
+            }
+            prev = p.1;
+            p.1 += offset;
+        }
+    }
+    // The value at `t`: interpolated between the points around it, or the
+    // nearest point when `t` is outside them.
+    let at = |t: i64| -> f64 {
+        let i = pts.partition_point(|p| p.0 <= t);
+        match (i.checked_sub(1).map(|j| pts[j]), pts.get(i)) {
+            (Some(a), Some(b)) if a.0 < t => {
+                a.1 + (b.1 - a.1) * (t - a.0) as f64 / (b.0 - a.0) as f64
+            }
+            (Some(a), _) => a.1,
+            (None, Some(b)) => b.1,
+            (None, None) => f64::NAN,
+        }
+    };
+    Some(at(end) - at(start))
 }
 
 /// `rate`, `increase` and `delta`: the change over the window, corrected
