@@ -127,7 +127,9 @@ impl Default for GlobalConfig {
     }
 }
 
-/// Per-scrape limits; 0 means no limit.
+/// The per-scrape limits `global` gives every scrape config that does not
+/// set its own; 0 means no limit. The fields mean what the same-named
+/// fields of [`ScrapeConfig`] mean.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ScrapeLimits {
     /// `sample_limit`: more samples after metric relabeling fail the scrape.
@@ -144,28 +146,6 @@ pub struct ScrapeLimits {
     pub body_size_limit: u64,
     /// `keep_dropped_targets`.
     pub keep_dropped_targets: u64,
-}
-
-impl ScrapeLimits {
-    /// Each limit of `self` that is 0 takes the one of `global`.
-    fn or(self, global: ScrapeLimits) -> ScrapeLimits {
-        let pick = |a: u64, b: u64| if a == 0 { b } else { a };
-        ScrapeLimits {
-            sample_limit: pick(self.sample_limit, global.sample_limit),
-            label_limit: pick(self.label_limit, global.label_limit),
-            label_name_length_limit: pick(
-                self.label_name_length_limit,
-                global.label_name_length_limit,
-            ),
-            label_value_length_limit: pick(
-                self.label_value_length_limit,
-                global.label_value_length_limit,
-            ),
-            target_limit: pick(self.target_limit, global.target_limit),
-            body_size_limit: pick(self.body_size_limit, global.body_size_limit),
-            keep_dropped_targets: pick(self.keep_dropped_targets, global.keep_dropped_targets),
-        }
-    }
 }
 
 /// One entry of `scrape_configs`.
@@ -191,8 +171,21 @@ pub struct ScrapeConfig {
     pub track_timestamps_staleness: bool,
     /// `enable_compression` (default true): ask for gzip.
     pub enable_compression: bool,
-    /// Limits, resolved from `global`.
-    pub limits: ScrapeLimits,
+    /// `sample_limit` (0 = none; resolved from `global`): more samples
+    /// after metric relabeling fail the scrape.
+    pub sample_limit: u64,
+    /// `label_limit`: more labels on a series fail the scrape.
+    pub label_limit: u64,
+    /// `label_name_length_limit`.
+    pub label_name_length_limit: u64,
+    /// `label_value_length_limit`.
+    pub label_value_length_limit: u64,
+    /// `target_limit`: more targets after relabeling fail them all.
+    pub target_limit: u64,
+    /// `body_size_limit` in bytes.
+    pub body_size_limit: u64,
+    /// `keep_dropped_targets`.
+    pub keep_dropped_targets: u64,
     /// `scrape_protocols` (empty = the global setting or the default).
     pub scrape_protocols: Vec<String>,
     /// `fallback_scrape_protocol`.
@@ -632,6 +625,30 @@ raw_scrape_config!(
     vultr_sd_configs,
 );
 
+impl ScrapeConfig {
+    /// Each limit left at 0 takes the global one.
+    fn inherit_limits(&mut self, global: ScrapeLimits) {
+        let pick = |own: &mut u64, global: u64| {
+            if *own == 0 {
+                *own = global;
+            }
+        };
+        pick(&mut self.sample_limit, global.sample_limit);
+        pick(&mut self.label_limit, global.label_limit);
+        pick(
+            &mut self.label_name_length_limit,
+            global.label_name_length_limit,
+        );
+        pick(
+            &mut self.label_value_length_limit,
+            global.label_value_length_limit,
+        );
+        pick(&mut self.target_limit, global.target_limit);
+        pick(&mut self.body_size_limit, global.body_size_limit);
+        pick(&mut self.keep_dropped_targets, global.keep_dropped_targets);
+    }
+}
+
 impl RawScrapeConfig {
     /// The scrape config with everything but `global` applied and checked.
     /// Interval and timeout stay zero when unset; [`Config::parse`] fills
@@ -718,15 +735,13 @@ impl RawScrapeConfig {
             honor_timestamps: self.honor_timestamps.unwrap_or(true),
             track_timestamps_staleness: self.track_timestamps_staleness,
             enable_compression: self.enable_compression.unwrap_or(true),
-            limits: ScrapeLimits {
-                sample_limit: self.sample_limit,
-                label_limit: self.label_limit,
-                label_name_length_limit: self.label_name_length_limit,
-                label_value_length_limit: self.label_value_length_limit,
-                target_limit: self.target_limit,
-                body_size_limit: self.body_size_limit,
-                keep_dropped_targets: self.keep_dropped_targets,
-            },
+            sample_limit: self.sample_limit,
+            label_limit: self.label_limit,
+            label_name_length_limit: self.label_name_length_limit,
+            label_value_length_limit: self.label_value_length_limit,
+            target_limit: self.target_limit,
+            body_size_limit: self.body_size_limit,
+            keep_dropped_targets: self.keep_dropped_targets,
             scrape_protocols: self.scrape_protocols,
             fallback_scrape_protocol: self.fallback_scrape_protocol,
             http,
@@ -944,7 +959,7 @@ impl Config {
             if sc.scrape_timeout.is_zero() {
                 sc.scrape_timeout = global.scrape_timeout.min(sc.scrape_interval);
             }
-            sc.limits = sc.limits.or(global.limits);
+            sc.inherit_limits(global.limits);
             if sc.scrape_protocols.is_empty() {
                 sc.scrape_protocols = global.scrape_protocols.clone();
             }

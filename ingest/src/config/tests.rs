@@ -51,10 +51,10 @@ scrape_configs:
     assert_eq!(a.metrics_path, "/metrics");
     assert_eq!(a.scheme, "http");
     assert!(a.honor_timestamps && !a.honor_labels && a.enable_compression);
-    assert_eq!(a.limits.sample_limit, 100);
+    assert_eq!(a.sample_limit, 100);
     let b = c.scrape_config("b").unwrap();
     assert_eq!(b.scrape_timeout, Duration::from_secs(5));
-    assert_eq!(b.limits.sample_limit, 7);
+    assert_eq!(b.sample_limit, 7);
     let cc = c.scrape_config("c").unwrap();
     assert_eq!(cc.scrape_timeout, Duration::from_secs(15));
 }
