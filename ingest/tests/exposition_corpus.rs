@@ -282,3 +282,40 @@ fn openmetrics_conformance_suite() {
     assert_eq!(outcomes.len(), 211);
     check("openmetrics-suite", &outcomes);
 }
+
+#[test]
+fn node_exporter_captures() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/exposition");
+    let mut series_sets = Vec::new();
+    for file in [
+        "node_exporter-1.5.0.t0.prom",
+        "node_exporter-1.5.0.t15.prom",
+    ] {
+        let body = fs::read(dir.join(file)).unwrap();
+        let entries = parse_all(&body, Format::PromText, false).unwrap();
+        let (mut help, mut types) = (0, 0);
+        let mut series = std::collections::BTreeSet::new();
+        for e in &entries {
+            match e {
+                Entry::Help { .. } => help += 1,
+                Entry::Type { .. } => types += 1,
+                Entry::Sample(s) => {
+                    let labels = s.to_labels().unwrap();
+                    assert!(s.timestamp_ms().is_none());
+                    series.insert(labels);
+                }
+                Entry::Unit { .. } => panic!("no UNIT in the text format"),
+            }
+        }
+        assert_eq!((help, types, series.len()), (283, 283, 507), "{file}");
+        // Summary quantiles are rewritten as Prometheus 3 stores them.
+        let q = kiln_storage::Labels::from_pairs([
+            ("__name__", "go_gc_duration_seconds"),
+            ("quantile", "1.0"),
+        ])
+        .unwrap();
+        assert!(series.contains(&q), "{file}");
+        series_sets.push(series);
+    }
+    assert_eq!(series_sets[0], series_sets[1], "the same series 15 s apart");
+}
