@@ -330,3 +330,45 @@ impl Checker {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn violation_of(body: &str) -> Option<String> {
+        check_openmetrics(body.as_bytes())
+            .err()
+            .map(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_well_formed_histogram_passes() {
+        let body = "# TYPE h_seconds histogram\n# UNIT h_seconds seconds\n\
+            h_seconds_bucket{le=\"0.5\"} 1 # {trace=\"a\"} 0.3\n\
+            h_seconds_bucket{le=\"+Inf\"} 2\nh_seconds_count 2\nh_seconds_sum 0.9\n\
+            # TYPE c counter\nc_total 3\nc_created 1.5e9\n# EOF\n";
+        assert_eq!(violation_of(body), None);
+    }
+
+    #[test]
+    fn violations_name_the_family_and_line() {
+        let e = violation_of(
+            "# TYPE h histogram\nh_bucket{le=\"+Inf\"} 2\nh_count 3\nh_sum 1\n# EOF\n",
+        )
+        .unwrap();
+        assert!(e.contains("count must equal the +Inf bucket"), "{e}");
+        let e = violation_of("# TYPE c counter\nc_total -1\n# EOF\n").unwrap();
+        assert!(
+            e.starts_with("line 2, column 1: violates OpenMetrics: \"c_total\""),
+            "{e}"
+        );
+        let e = violation_of("a 1\nb 1\na 2\n# EOF\n").unwrap();
+        assert!(e.contains("appears twice"), "{e}");
+    }
+
+    #[test]
+    fn grammar_errors_come_first() {
+        let e = violation_of("a 1\n").unwrap();
+        assert!(e.contains("# EOF"), "{e}");
+    }
+}
