@@ -214,3 +214,35 @@ fn load_resolves_relative_paths() {
     let missing = Config::load(&dir.path().join("nope.yml")).unwrap_err();
     assert_eq!(missing.line, None);
 }
+
+#[test]
+fn scrape_config_files_are_loaded_and_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("jobs")).unwrap();
+    std::fs::write(
+        dir.path().join("jobs/a.yml"),
+        "scrape_configs:\n- job_name: extra\n  file_sd_configs: [{files: [t.json]}]\n",
+    )
+    .unwrap();
+    let path = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &path,
+        "global: {scrape_interval: 7s}\nscrape_config_files: [jobs/*.yml]\nscrape_configs:\n- job_name: main\n",
+    )
+    .unwrap();
+    let c = Config::load(&path).unwrap();
+    let extra = c.scrape_config("extra").unwrap();
+    assert_eq!(extra.scrape_interval, Duration::from_secs(7));
+    let want = dir.path().join("jobs/t.json").display().to_string();
+    assert_eq!(extra.file_sd_configs[0].files[0], want);
+
+    std::fs::write(
+        dir.path().join("jobs/b.yml"),
+        "scrape_configs:\n- job_name: main\n",
+    )
+    .unwrap();
+    let e = Config::load(&path).unwrap_err();
+    assert!(e.file.ends_with("b.yml"), "{e}");
+    assert_eq!(e.line, Some(2), "{e}");
+    assert!(e.message.contains("multiple scrape configs"), "{e}");
+}
