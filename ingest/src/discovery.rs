@@ -296,7 +296,7 @@ impl JobDiscovery {
                 }
             }
         }
-        let limit = self.cfg.limits.target_limit;
+        let limit = self.cfg.target_limit;
         set.target_limit_exceeded = limit > 0 && set.active.len() as u64 > limit;
         set
     }

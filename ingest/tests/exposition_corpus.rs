@@ -1,7 +1,8 @@
 //! The exposition parser against independent truth: the case table taken
 //! from Prometheus's parser tests (`testdata/exposition/corpus/cases.json`,
 //! with expected entries), the standalone upstream files that must parse,
-//! and the OpenMetrics conformance suite as a strict-mode target.
+//! and the OpenMetrics conformance suite as the target of the strict
+//! checker, `check_openmetrics`.
 //!
 //! Cases we knowingly get wrong are listed with a reason in
 //! `testdata/exposition/corpus/KNOWN_FAILURES.txt`. The test fails when an
@@ -12,7 +13,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use kiln_ingest::exposition::{Entry, Format, Parser};
+use kiln_ingest::exposition::{Entry, Format, Parser, check_openmetrics};
 use serde_json::Value;
 
 fn corpus() -> PathBuf {
@@ -268,15 +269,9 @@ fn openmetrics_conformance_suite() {
             serde_json::from_slice(&fs::read(case.join("test.json")).unwrap()).unwrap();
         let body = fs::read(case.join(meta["file"].as_str().unwrap())).unwrap();
         let should_parse = meta["shouldParse"].as_bool().unwrap();
-        // A conforming parser must also accept every label set it yields.
-        let result = parse_all(&body, Format::OpenMetrics, false).and_then(|entries| {
-            for e in &entries {
-                if let Entry::Sample(s) = e {
-                    s.to_labels().map_err(|e| e.to_string())?;
-                }
-            }
-            Ok(())
-        });
+        // The strict target: the grammar, every label set, and the
+        // specification's semantic rules.
+        let result = check_openmetrics(&body).map_err(|e| e.to_string());
         let outcome = match (should_parse, result) {
             (true, Ok(())) | (false, Err(_)) => Ok(()),
             (true, Err(e)) => Err(format!("refused a valid input: {e}")),
@@ -286,4 +281,41 @@ fn openmetrics_conformance_suite() {
     }
     assert_eq!(outcomes.len(), 211);
     check("openmetrics-suite", &outcomes);
+}
+
+#[test]
+fn node_exporter_captures() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/exposition");
+    let mut series_sets = Vec::new();
+    for file in [
+        "node_exporter-1.5.0.t0.prom",
+        "node_exporter-1.5.0.t15.prom",
+    ] {
+        let body = fs::read(dir.join(file)).unwrap();
+        let entries = parse_all(&body, Format::PromText, false).unwrap();
+        let (mut help, mut types) = (0, 0);
+        let mut series = std::collections::BTreeSet::new();
+        for e in &entries {
+            match e {
+                Entry::Help { .. } => help += 1,
+                Entry::Type { .. } => types += 1,
+                Entry::Sample(s) => {
+                    let labels = s.to_labels().unwrap();
+                    assert!(s.timestamp_ms().is_none());
+                    series.insert(labels);
+                }
+                Entry::Unit { .. } => panic!("no UNIT in the text format"),
+            }
+        }
+        assert_eq!((help, types, series.len()), (283, 283, 507), "{file}");
+        // Summary quantiles are rewritten as Prometheus 3 stores them.
+        let q = kiln_storage::Labels::from_pairs([
+            ("__name__", "go_gc_duration_seconds"),
+            ("quantile", "1.0"),
+        ])
+        .unwrap();
+        assert!(series.contains(&q), "{file}");
+        series_sets.push(series);
+    }
+    assert_eq!(series_sets[0], series_sets[1], "the same series 15 s apart");
 }

@@ -1,14 +1,18 @@
 //! Fuzzes the exposition parser in both formats, with and without
-//! `_created` folding, and every accessor of what it yields. The parser
+//! `_created` folding, every accessor of what it yields, and the strict
+//! OpenMetrics checker. The parser
 //! must never panic, every error must carry a position inside the body,
 //! and every sample it accepts must be readable.
 #![no_main]
 
-use kiln_ingest::exposition::{Entry, Format, Parser};
+use kiln_ingest::exposition::{Entry, Format, Parser, check_openmetrics};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|body: &[u8]| {
     let lines = body.iter().filter(|&&b| b == b'\n').count() + 1;
+    if let Err(e) = check_openmetrics(body) {
+        assert!(e.line >= 1 && e.line <= lines + 1, "{e}");
+    }
     for format in [Format::PromText, Format::OpenMetrics] {
         for created in [false, true] {
             let mut p = Parser::new(body, format);

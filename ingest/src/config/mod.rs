@@ -18,7 +18,7 @@
 mod http;
 pub(crate) mod units;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::path::Path;
 use std::time::Duration;
@@ -78,7 +78,8 @@ pub struct Config {
     pub global: GlobalConfig,
     /// `scrape_configs`, resolved against `global`.
     pub scrape_configs: Vec<ScrapeConfig>,
-    /// `scrape_config_files` (globs of files with more scrape configs; kept).
+    /// `scrape_config_files`: globs of files with more scrape configs, whose
+    /// configs [`Config::load`] appends to `scrape_configs`.
     pub scrape_config_files: Vec<String>,
     /// `rule_files` (globs).
     pub rule_files: Vec<String>,
@@ -127,7 +128,9 @@ impl Default for GlobalConfig {
     }
 }
 
-/// Per-scrape limits; 0 means no limit.
+/// The per-scrape limits `global` gives every scrape config that does not
+/// set its own; 0 means no limit. The fields mean what the same-named
+/// fields of [`ScrapeConfig`] mean.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ScrapeLimits {
     /// `sample_limit`: more samples after metric relabeling fail the scrape.
@@ -144,28 +147,6 @@ pub struct ScrapeLimits {
     pub body_size_limit: u64,
     /// `keep_dropped_targets`.
     pub keep_dropped_targets: u64,
-}
-
-impl ScrapeLimits {
-    /// Each limit of `self` that is 0 takes the one of `global`.
-    fn or(self, global: ScrapeLimits) -> ScrapeLimits {
-        let pick = |a: u64, b: u64| if a == 0 { b } else { a };
-        ScrapeLimits {
-            sample_limit: pick(self.sample_limit, global.sample_limit),
-            label_limit: pick(self.label_limit, global.label_limit),
-            label_name_length_limit: pick(
-                self.label_name_length_limit,
-                global.label_name_length_limit,
-            ),
-            label_value_length_limit: pick(
-                self.label_value_length_limit,
-                global.label_value_length_limit,
-            ),
-            target_limit: pick(self.target_limit, global.target_limit),
-            body_size_limit: pick(self.body_size_limit, global.body_size_limit),
-            keep_dropped_targets: pick(self.keep_dropped_targets, global.keep_dropped_targets),
-        }
-    }
 }
 
 /// One entry of `scrape_configs`.
@@ -191,8 +172,21 @@ pub struct ScrapeConfig {
     pub track_timestamps_staleness: bool,
     /// `enable_compression` (default true): ask for gzip.
     pub enable_compression: bool,
-    /// Limits, resolved from `global`.
-    pub limits: ScrapeLimits,
+    /// `sample_limit` (0 = none; resolved from `global`): more samples
+    /// after metric relabeling fail the scrape.
+    pub sample_limit: u64,
+    /// `label_limit`: more labels on a series fail the scrape.
+    pub label_limit: u64,
+    /// `label_name_length_limit`.
+    pub label_name_length_limit: u64,
+    /// `label_value_length_limit`.
+    pub label_value_length_limit: u64,
+    /// `target_limit`: more targets after relabeling fail them all.
+    pub target_limit: u64,
+    /// `body_size_limit` in bytes.
+    pub body_size_limit: u64,
+    /// `keep_dropped_targets`.
+    pub keep_dropped_targets: u64,
     /// `scrape_protocols` (empty = the global setting or the default).
     pub scrape_protocols: Vec<String>,
     /// `fallback_scrape_protocol`.
@@ -632,6 +626,30 @@ raw_scrape_config!(
     vultr_sd_configs,
 );
 
+impl ScrapeConfig {
+    /// Each limit left at 0 takes the global one.
+    fn inherit_limits(&mut self, global: ScrapeLimits) {
+        let pick = |own: &mut u64, global: u64| {
+            if *own == 0 {
+                *own = global;
+            }
+        };
+        pick(&mut self.sample_limit, global.sample_limit);
+        pick(&mut self.label_limit, global.label_limit);
+        pick(
+            &mut self.label_name_length_limit,
+            global.label_name_length_limit,
+        );
+        pick(
+            &mut self.label_value_length_limit,
+            global.label_value_length_limit,
+        );
+        pick(&mut self.target_limit, global.target_limit);
+        pick(&mut self.body_size_limit, global.body_size_limit);
+        pick(&mut self.keep_dropped_targets, global.keep_dropped_targets);
+    }
+}
+
 impl RawScrapeConfig {
     /// The scrape config with everything but `global` applied and checked.
     /// Interval and timeout stay zero when unset; [`Config::parse`] fills
@@ -718,15 +736,13 @@ impl RawScrapeConfig {
             honor_timestamps: self.honor_timestamps.unwrap_or(true),
             track_timestamps_staleness: self.track_timestamps_staleness,
             enable_compression: self.enable_compression.unwrap_or(true),
-            limits: ScrapeLimits {
-                sample_limit: self.sample_limit,
-                label_limit: self.label_limit,
-                label_name_length_limit: self.label_name_length_limit,
-                label_value_length_limit: self.label_value_length_limit,
-                target_limit: self.target_limit,
-                body_size_limit: self.body_size_limit,
-                keep_dropped_targets: self.keep_dropped_targets,
-            },
+            sample_limit: self.sample_limit,
+            label_limit: self.label_limit,
+            label_name_length_limit: self.label_name_length_limit,
+            label_value_length_limit: self.label_value_length_limit,
+            target_limit: self.target_limit,
+            body_size_limit: self.body_size_limit,
+            keep_dropped_targets: self.keep_dropped_targets,
             scrape_protocols: self.scrape_protocols,
             fallback_scrape_protocol: self.fallback_scrape_protocol,
             http,
@@ -858,6 +874,14 @@ impl<'de> Deserialize<'de> for ParsedGlobalConfig {
     }
 }
 
+/// A file named by `scrape_config_files`: scrape configs only.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScrapeConfigFile {
+    #[serde(default, deserialize_with = "de_null_default")]
+    scrape_configs: Vec<ParsedScrapeConfig>,
+}
+
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
@@ -896,7 +920,56 @@ impl Config {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             cfg.resolve_paths(dir);
         }
+        cfg.load_scrape_config_files()?;
         Ok(cfg)
+    }
+
+    /// Appends the scrape configs of every file matching
+    /// `scrape_config_files` (in path order), resolved against `global`,
+    /// with job names unique across all files.
+    fn load_scrape_config_files(&mut self) -> Result<(), ConfigError> {
+        let mut seen: HashSet<String> = self
+            .scrape_configs
+            .iter()
+            .map(|s| s.job_name.clone())
+            .collect();
+        for pattern in self.scrape_config_files.clone() {
+            let err = |file: &str, message: String| ConfigError {
+                file: file.to_owned(),
+                line: None,
+                column: None,
+                message,
+            };
+            let mut paths: Vec<_> = glob::glob(&pattern)
+                .map_err(|e| err(&pattern, e.to_string()))?
+                .filter_map(Result::ok)
+                .collect();
+            paths.sort();
+            for path in paths {
+                let file = path.display().to_string();
+                let text = std::fs::read_to_string(&path).map_err(|e| err(&file, e.to_string()))?;
+                let raw: Option<ScrapeConfigFile> =
+                    serde_norway::from_str(&text).map_err(|e| yaml_error(&file, &e))?;
+                let mut configs: Vec<ScrapeConfig> = raw
+                    .map(|r| r.scrape_configs.into_iter().map(|p| p.0).collect())
+                    .unwrap_or_default();
+                resolve_scrape_configs(&mut configs, &self.global, &mut seen, &text, &file)?;
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    for sd in configs
+                        .iter_mut()
+                        .flat_map(|c| c.file_sd_configs.iter_mut())
+                    {
+                        for f in &mut sd.files {
+                            if Path::new(f.as_str()).is_relative() {
+                                *f = dir.join(&*f).display().to_string();
+                            }
+                        }
+                    }
+                }
+                self.scrape_configs.extend(configs);
+            }
+        }
+        Ok(())
     }
 
     /// Parses configuration text; `file_name` names it in errors.
@@ -908,47 +981,7 @@ impl Config {
         let mut scrape_configs: Vec<ScrapeConfig> =
             raw.scrape_configs.into_iter().map(|p| p.0).collect();
         let mut seen = HashSet::new();
-        let at_job = |job: &str, nth: usize, message: String| {
-            let pos = locate_job(text, job, nth);
-            ConfigError {
-                file: file_name.to_owned(),
-                line: pos.map(|p| p.0),
-                column: pos.map(|p| p.1),
-                message,
-            }
-        };
-        for sc in &mut scrape_configs {
-            if !seen.insert(sc.job_name.clone()) {
-                return Err(at_job(
-                    &sc.job_name,
-                    2,
-                    format!(
-                        "found multiple scrape configs with job name {:?}",
-                        sc.job_name
-                    ),
-                ));
-            }
-            if sc.scrape_interval.is_zero() {
-                sc.scrape_interval = global.scrape_interval;
-            }
-            if sc.scrape_timeout > sc.scrape_interval {
-                return Err(at_job(
-                    &sc.job_name,
-                    1,
-                    format!(
-                        "scrape timeout greater than scrape interval for scrape config with job name {:?}",
-                        sc.job_name
-                    ),
-                ));
-            }
-            if sc.scrape_timeout.is_zero() {
-                sc.scrape_timeout = global.scrape_timeout.min(sc.scrape_interval);
-            }
-            sc.limits = sc.limits.or(global.limits);
-            if sc.scrape_protocols.is_empty() {
-                sc.scrape_protocols = global.scrape_protocols.clone();
-            }
-        }
+        resolve_scrape_configs(&mut scrape_configs, &global, &mut seen, text, file_name)?;
         let mut names = HashSet::new();
         for rw in &raw.remote_write {
             if let Some(n) = &rw.name
@@ -1010,6 +1043,63 @@ impl Config {
             sd.files.iter_mut().for_each(join);
         }
     }
+}
+
+/// Resolves scrape configs read from `text` (named `file_name`) against
+/// `global` and checks their job names against `seen` and each other.
+fn resolve_scrape_configs(
+    scrape_configs: &mut [ScrapeConfig],
+    global: &GlobalConfig,
+    seen: &mut HashSet<String>,
+    text: &str,
+    file_name: &str,
+) -> Result<(), ConfigError> {
+    let at_job = |job: &str, nth: usize, message: String| {
+        let pos = locate_job(text, job, nth);
+        ConfigError {
+            file: file_name.to_owned(),
+            line: pos.map(|p| p.0),
+            column: pos.map(|p| p.1),
+            message,
+        }
+    };
+    // Occurrences of each job name in this file, to point at the right one.
+    let mut in_file: HashMap<String, usize> = HashMap::new();
+    for sc in scrape_configs.iter_mut() {
+        let nth = in_file.entry(sc.job_name.clone()).or_default();
+        *nth += 1;
+        if !seen.insert(sc.job_name.clone()) {
+            return Err(at_job(
+                &sc.job_name,
+                *nth,
+                format!(
+                    "found multiple scrape configs with job name {:?}",
+                    sc.job_name
+                ),
+            ));
+        }
+        if sc.scrape_interval.is_zero() {
+            sc.scrape_interval = global.scrape_interval;
+        }
+        if sc.scrape_timeout > sc.scrape_interval {
+            return Err(at_job(
+                &sc.job_name,
+                *nth,
+                format!(
+                    "scrape timeout greater than scrape interval for scrape config with job name {:?}",
+                    sc.job_name
+                ),
+            ));
+        }
+        if sc.scrape_timeout.is_zero() {
+            sc.scrape_timeout = global.scrape_timeout.min(sc.scrape_interval);
+        }
+        sc.inherit_limits(global.limits);
+        if sc.scrape_protocols.is_empty() {
+            sc.scrape_protocols = global.scrape_protocols.clone();
+        }
+    }
+    Ok(())
 }
 
 /// A YAML or type error with its position; the message without the

@@ -51,10 +51,10 @@ scrape_configs:
     assert_eq!(a.metrics_path, "/metrics");
     assert_eq!(a.scheme, "http");
     assert!(a.honor_timestamps && !a.honor_labels && a.enable_compression);
-    assert_eq!(a.limits.sample_limit, 100);
+    assert_eq!(a.sample_limit, 100);
     let b = c.scrape_config("b").unwrap();
     assert_eq!(b.scrape_timeout, Duration::from_secs(5));
-    assert_eq!(b.limits.sample_limit, 7);
+    assert_eq!(b.sample_limit, 7);
     let cc = c.scrape_config("c").unwrap();
     assert_eq!(cc.scrape_timeout, Duration::from_secs(15));
 }
@@ -213,4 +213,36 @@ fn load_resolves_relative_paths() {
     assert_eq!(f, &dir.path().join("t/*.json").display().to_string());
     let missing = Config::load(&dir.path().join("nope.yml")).unwrap_err();
     assert_eq!(missing.line, None);
+}
+
+#[test]
+fn scrape_config_files_are_loaded_and_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("jobs")).unwrap();
+    std::fs::write(
+        dir.path().join("jobs/a.yml"),
+        "scrape_configs:\n- job_name: extra\n  file_sd_configs: [{files: [t.json]}]\n",
+    )
+    .unwrap();
+    let path = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &path,
+        "global: {scrape_interval: 7s}\nscrape_config_files: [jobs/*.yml]\nscrape_configs:\n- job_name: main\n",
+    )
+    .unwrap();
+    let c = Config::load(&path).unwrap();
+    let extra = c.scrape_config("extra").unwrap();
+    assert_eq!(extra.scrape_interval, Duration::from_secs(7));
+    let want = dir.path().join("jobs/t.json").display().to_string();
+    assert_eq!(extra.file_sd_configs[0].files[0], want);
+
+    std::fs::write(
+        dir.path().join("jobs/b.yml"),
+        "scrape_configs:\n- job_name: main\n",
+    )
+    .unwrap();
+    let e = Config::load(&path).unwrap_err();
+    assert!(e.file.ends_with("b.yml"), "{e}");
+    assert_eq!(e.line, Some(2), "{e}");
+    assert!(e.message.contains("multiple scrape configs"), "{e}");
 }

@@ -22,6 +22,7 @@
 //! integer millisecond timestamps) and OpenMetrics is strict (single spaces,
 //! no blank lines, a final `# EOF`, float-second timestamps, exemplars).
 
+mod check;
 mod created;
 mod number;
 mod parser;
@@ -31,6 +32,7 @@ use std::fmt;
 
 use kiln_storage::{LabelError, Labels, METRIC_NAME};
 
+pub use check::check_openmetrics;
 pub use parser::Parser;
 
 use number::{format_openmetrics_float, parse_float};
@@ -211,6 +213,16 @@ impl<'a> Sample<'a> {
     /// rewritten to canonical float text as Prometheus 3 does. Fails on a
     /// repeated or empty label name.
     pub fn to_labels(&self) -> Result<Labels, ParseError> {
+        self.build_labels(true)
+    }
+
+    /// The label set with values as written (unescaped, `le` and
+    /// `quantile` not rewritten): what the strict checker judges.
+    fn labels_as_written(&self) -> Result<Labels, ParseError> {
+        self.build_labels(false)
+    }
+
+    fn build_labels(&self, rewrite: bool) -> Result<Labels, ParseError> {
         let mut pairs: Vec<(Cow<'a, str>, Cow<'a, str>)> = Vec::with_capacity(8);
         pairs.push((Cow::Borrowed(METRIC_NAME), self.metric_name()));
         if self.labels_at != 0 {
@@ -224,7 +236,8 @@ impl<'a> Sample<'a> {
                 |k: Span, v: Span| {
                     let name = unescape(&s[k.start..k.end], k.escaped, true);
                     let mut value = unescape(&s[v.start..v.end], v.escaped, true);
-                    if self.rewrites(&name)
+                    if rewrite
+                        && self.rewrites(&name)
                         && let Some(f) = parse_float(value.as_bytes())
                     {
                         value = Cow::Owned(format_openmetrics_float(f));
@@ -394,6 +407,10 @@ pub enum ParseErrorKind {
     /// Anything after an OpenMetrics `# EOF` line.
     #[error("unexpected data after \"# EOF\"")]
     DataAfterEof,
+    /// A rule of the OpenMetrics specification beyond its grammar, found by
+    /// [`check_openmetrics`].
+    #[error("violates OpenMetrics: {0}")]
+    Semantic(String),
     /// A label set the storage refuses (repeated or empty name).
     #[error("invalid label set: {0}")]
     Labels(#[from] LabelError),

@@ -401,14 +401,15 @@ impl<'a> Parser<'a> {
                 (Some(b'#'), Format::OpenMetrics) => self.om_comment(line, end),
                 (None, Format::PromText) => continue,
                 (None, Format::OpenMetrics) => {
-                    Err(unexpected("metric name or comment", line.bytes, 0))
+                    Err(unexpected("metric name or comment", line.bytes, 0).into())
                 }
                 (Some(_), _) => self.sample(line, lineno, start),
             };
             match res {
                 Ok(Some(e)) => return Some(Ok(e)),
                 Ok(None) => {}
-                Err((col, kind)) => {
+                Err(LineError(e)) => {
+                    let (col, kind) = *e;
                     self.done = true;
                     // Data after `# EOF` is reported where it starts.
                     let (l, c) = match kind {
@@ -432,14 +433,14 @@ impl<'a> Parser<'a> {
             let text = match line.get(j) {
                 None => Cow::Borrowed(""),
                 Some(b' ' | b'\t') => help_text(l, skip_ws(line, j), false),
-                Some(_) => return Err(unexpected("blank after metric name", line, j)),
+                Some(_) => return Err(unexpected("blank after metric name", line, j).into()),
             };
             return Ok(Some(Entry::Help { metric, text }));
         }
         if keyword(b"TYPE") {
             let (metric, j) = meta_name(l, skip_ws(line, i + 4), "metric name after TYPE")?;
             if !matches!(line.get(j), Some(b' ' | b'\t')) {
-                return Err(unexpected("blank and type after metric name", line, j));
+                return Err(unexpected("blank and type after metric name", line, j).into());
             }
             let t = skip_ws(line, j);
             let mut e = line.len();
@@ -458,7 +459,7 @@ impl<'a> Parser<'a> {
         if line == b"# EOF" {
             self.done = true;
             if end + 1 < self.body.len() {
-                return Err((0, ParseErrorKind::DataAfterEof));
+                return Err((0, ParseErrorKind::DataAfterEof).into());
             }
             return Ok(None);
         }
@@ -473,15 +474,12 @@ impl<'a> Parser<'a> {
                 "\"# HELP \", \"# TYPE \", \"# UNIT \" or \"# EOF\"",
                 line,
                 0,
-            ));
+            )
+            .into());
         };
         let (metric, j) = meta_name(l, 7, "metric name")?;
         if line.get(j) != Some(&b' ') {
-            return Err(unexpected(
-                "a space and text after the metric name",
-                line,
-                j,
-            ));
+            return Err(unexpected("a space and text after the metric name", line, j).into());
         }
         let rest = &line[j + 1..];
         match what {
@@ -503,7 +501,8 @@ impl<'a> Parser<'a> {
                             unit: lossy(rest),
                             metric: metric.into_owned(),
                         },
-                    ));
+                    )
+                        .into());
                 }
                 Ok(Some(Entry::Unit { metric, unit }))
             }
@@ -524,7 +523,7 @@ impl<'a> Parser<'a> {
     fn sample(&mut self, l: Line<'a>, lineno: usize, line_start: usize) -> LineResult<'a> {
         let line = l.bytes;
         if u32::try_from(line.len()).is_err() {
-            return Err((0, ParseErrorKind::LineTooLong));
+            return Err((0, ParseErrorKind::LineTooLong).into());
         }
         let format = self.format;
         let lenient = format == Format::PromText;
@@ -549,9 +548,11 @@ impl<'a> Parser<'a> {
             labels_at = Some(i + 1);
             series_end = scan.end;
             match (name, scan.name) {
-                (Some(_), Some(q)) => return Err((q.start, ParseErrorKind::DuplicateMetricName)),
+                (Some(_), Some(q)) => {
+                    return Err((q.start, ParseErrorKind::DuplicateMetricName).into());
+                }
                 (None, Some(q)) => name = Some(q),
-                (None, None) => return Err((0, ParseErrorKind::MissingMetricName)),
+                (None, None) => return Err((0, ParseErrorKind::MissingMetricName).into()),
                 (Some(_), None) => {}
             }
             i = scan.end;
@@ -560,16 +561,16 @@ impl<'a> Parser<'a> {
             }
         }
         let Some(name) = name else {
-            return Err(unexpected("metric name", line, 0));
+            return Err(unexpected("metric name", line, 0).into());
         };
         // One blank (OpenMetrics: exactly one space) before the value.
         if lenient {
             if (i == series_end && labels_at.is_none()) || i >= line.len() {
-                return Err(unexpected("blank and value after metric", line, i));
+                return Err(unexpected("blank and value after metric", line, i).into());
             }
         } else {
             if line.get(i) != Some(&b' ') {
-                return Err(unexpected("space and value after metric", line, i));
+                return Err(unexpected("space and value after metric", line, i).into());
             }
             i += 1;
         }
@@ -578,12 +579,16 @@ impl<'a> Parser<'a> {
         let vend = token_end(line, i, format);
         let value = parse_float(&line[i..vend])
             .ok_or_else(|| (i, ParseErrorKind::InvalidValue(lossy(&line[i..vend]))))?;
+        let timestamp = match format {
+            Format::PromText => prom_timestamp(line, vend)?,
+            Format::OpenMetrics => None,
+        };
         let mut sample = Sample {
             series,
             exemplar_set: "",
             value,
             exemplar_value: 0.0,
-            timestamp_ms: 0,
+            timestamp_ms: timestamp.unwrap_or(0),
             start_timestamp_ms: 0,
             exemplar_timestamp_ms: 0,
             // Offsets fit: the line length was checked against u32 above.
@@ -591,18 +596,17 @@ impl<'a> Parser<'a> {
             name_end: name.end as u32,
             labels_at: labels_at.unwrap_or(0) as u32,
             line: u32::try_from(lineno).unwrap_or(u32::MAX),
-            flags: if name.escaped { NAME_ESCAPED } else { 0 },
+            flags: if name.escaped { NAME_ESCAPED } else { 0 }
+                | if timestamp.is_some() {
+                    HAS_TIMESTAMP
+                } else {
+                    0
+                },
             format,
             family: self.family,
         };
-        match format {
-            Format::PromText => {
-                if let Some(t) = prom_timestamp(line, vend)? {
-                    sample.timestamp_ms = t;
-                    sample.flags |= HAS_TIMESTAMP;
-                }
-            }
-            Format::OpenMetrics => om_tail(l, vend, &mut sample)?,
+        if format == Format::OpenMetrics {
+            om_tail(l, vend, &mut sample)?;
         }
         if let Some(c) = &mut self.created {
             let rest = &self.body[line_start..];
@@ -625,7 +629,19 @@ impl<'a> Iterator for Parser<'a> {
 
 /// What parsing one line gives: an entry, nothing (a comment, a folded
 /// `_created` line, `# EOF`), or an error at a byte offset of the line.
-type LineResult<'a> = Result<Option<Entry<'a>>, (usize, ParseErrorKind)>;
+type LineResult<'a> = Result<Option<Entry<'a>>, LineError>;
+
+/// A line's error, boxed: errors are rare, and a one-word error keeps the
+/// line result the same size as the entry it usually carries, so the entry
+/// moves to the caller without a copy through a wider enum.
+struct LineError(Box<(usize, ParseErrorKind)>);
+
+impl From<(usize, ParseErrorKind)> for LineError {
+    #[cold]
+    fn from(e: (usize, ParseErrorKind)) -> Self {
+        LineError(Box::new(e))
+    }
+}
 
 /// Text format: `[blanks timestamp] [blanks]` to the end of the line.
 fn prom_timestamp(line: &[u8], i: usize) -> Result<Option<i64>, (usize, ParseErrorKind)> {
