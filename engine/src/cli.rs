@@ -9,6 +9,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+pub use kiln_ingest::config::format_duration;
+use kiln_ingest::config::{parse_bytes, parse_duration};
 
 /// `kiln`: a Prometheus-compatible monitoring server.
 ///
@@ -168,79 +170,12 @@ impl ServerFlags {
     }
 }
 
-/// Units of Prometheus durations, largest first, in milliseconds.
-const DURATION_UNITS: [(&str, u64); 7] = [
-    ("y", 365 * 24 * 3600 * 1000),
-    ("w", 7 * 24 * 3600 * 1000),
-    ("d", 24 * 3600 * 1000),
-    ("h", 3600 * 1000),
-    ("m", 60 * 1000),
-    ("s", 1000),
-    ("ms", 1),
-];
-
 fn parse_duration_flag(s: &str) -> Result<Duration, String> {
-    parse_prometheus_duration(s).ok_or_else(|| format!("not a valid duration string: {s:?}"))
-}
-
-/// Parses a Prometheus duration (`1h30m`, `15d`, `500ms`, `0`): one or more
-/// number-unit pairs in decreasing unit order, each unit at most once.
-pub fn parse_prometheus_duration(s: &str) -> Option<Duration> {
-    if s == "0" {
-        return Some(Duration::ZERO);
-    }
-    let b = s.as_bytes();
-    let (mut i, mut total, mut last_unit) = (0usize, 0u64, usize::MAX);
-    if b.is_empty() {
-        return None;
-    }
-    while i < b.len() {
-        let start = i;
-        while i < b.len() && b[i].is_ascii_digit() {
-            i += 1;
-        }
-        let n: u64 = s[start..i].parse().ok()?;
-        // `ms` must be tried before `m`.
-        let rest = &s[i..];
-        let (idx, unit_len) = if rest.starts_with("ms") {
-            (6, 2)
-        } else {
-            let idx = DURATION_UNITS
-                .iter()
-                .position(|(u, _)| u.len() == 1 && rest.starts_with(u))?;
-            (idx, 1)
-        };
-        if last_unit != usize::MAX && idx <= last_unit {
-            return None; // Units must strictly decrease.
-        }
-        last_unit = idx;
-        i += unit_len;
-        total = total.checked_add(n.checked_mul(DURATION_UNITS[idx].1)?)?;
-    }
-    Some(Duration::from_millis(total))
-}
-
-/// Renders a duration as Prometheus does: the largest units first, zero
-/// parts left out, `0s` for zero.
-pub fn format_duration(d: Duration) -> String {
-    let mut ms = d.as_millis() as u64;
-    if ms == 0 {
-        return "0s".to_owned();
-    }
-    let mut out = String::new();
-    for (unit, size) in DURATION_UNITS {
-        // Prometheus folds years into days only when they do not divide
-        // evenly; weeks likewise. Keep exact multiples of the larger unit.
-        if ms >= size && (!matches!(unit, "y" | "w") || ms.is_multiple_of(size)) {
-            out.push_str(&format!("{}{unit}", ms / size));
-            ms %= size;
-        }
-    }
-    out
+    parse_duration(s)
 }
 
 fn parse_bytes_flag(s: &str) -> Result<u64, String> {
-    parse_bytes(s).ok_or_else(|| format!("not a valid byte size: {s:?}"))
+    parse_bytes(s)
 }
 
 /// Units of Prometheus byte sizes (powers of 1024), largest first.
@@ -253,18 +188,6 @@ const BYTE_UNITS: [(&str, u64); 7] = [
     ("KB", 1 << 10),
     ("B", 1),
 ];
-
-/// Parses a Prometheus byte size: a whole number and a unit among `B KB MB
-/// GB TB PB EB` (powers of 1024), or a bare `0`.
-pub fn parse_bytes(s: &str) -> Option<u64> {
-    if s == "0" {
-        return Some(0);
-    }
-    let digits = s.bytes().take_while(u8::is_ascii_digit).count();
-    let n: u64 = s[..digits].parse().ok()?;
-    let (_, size) = BYTE_UNITS.iter().find(|(u, _)| *u == &s[digits..])?;
-    n.checked_mul(*size)
-}
 
 /// Renders a byte size with the largest unit that divides it.
 pub fn format_bytes(n: u64) -> String {
@@ -281,43 +204,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn durations() {
-        let ms = |s| parse_prometheus_duration(s).map(|d| d.as_millis() as u64);
-        assert_eq!(ms("0"), Some(0));
-        assert_eq!(ms("15d"), Some(15 * 86_400_000));
-        assert_eq!(ms("1h30m"), Some(5_400_000));
-        assert_eq!(ms("1m500ms"), Some(60_500));
-        assert_eq!(ms("2y1w"), Some(2 * 31_536_000_000 + 604_800_000));
-        assert_eq!(ms(""), None);
-        assert_eq!(ms("5"), None);
-        assert_eq!(ms("30m1h"), None);
-        assert_eq!(ms("1h1h"), None);
-        assert_eq!(ms("1.5h"), None);
-        assert_eq!(ms("-1h"), None);
-        assert_eq!(ms("99999999999999999999s"), None);
-    }
-
-    #[test]
-    fn duration_rendering_matches_prometheus() {
-        // Values as `prometheus --help` and /api/v1/status/flags show them.
-        let f = |ms| format_duration(Duration::from_millis(ms));
-        assert_eq!(f(0), "0s");
-        assert_eq!(f(300_000), "5m");
-        assert_eq!(f(120_000), "2m");
-        assert_eq!(f(15 * 86_400_000), "15d");
-        assert_eq!(f(36 * 3_600_000), "1d12h");
-        assert_eq!(f(14 * 86_400_000), "2w");
-        assert_eq!(f(90_500), "1m30s500ms");
-    }
-
-    #[test]
     fn byte_sizes() {
-        assert_eq!(parse_bytes("0"), Some(0));
-        assert_eq!(parse_bytes("0B"), Some(0));
-        assert_eq!(parse_bytes("512MB"), Some(512 << 20));
-        assert_eq!(parse_bytes("10GB"), Some(10 << 30));
-        assert_eq!(parse_bytes("10gb"), None);
-        assert_eq!(parse_bytes("MB"), None);
         assert_eq!(format_bytes(0), "0B");
         assert_eq!(format_bytes(512 << 20), "512MB");
         assert_eq!(format_bytes(1500), "1500B");

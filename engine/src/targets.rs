@@ -108,7 +108,7 @@ impl TargetManager {
                     "job {}: {} targets exceed target_limit {}; scraping none of them",
                     sc.job_name,
                     set.active.len(),
-                    sc.limits.target_limit
+                    sc.target_limit
                 );
                 continue;
             }
@@ -138,10 +138,10 @@ fn scrape_target(
         honor_timestamps: sc.honor_timestamps,
         track_timestamps_staleness: sc.track_timestamps_staleness,
         metric_relabel: sc.metric_relabel_configs.clone(),
-        sample_limit: sc.limits.sample_limit,
-        label_limit: sc.limits.label_limit,
-        label_name_length_limit: sc.limits.label_name_length_limit,
-        label_value_length_limit: sc.limits.label_value_length_limit,
+        sample_limit: sc.sample_limit,
+        label_limit: sc.label_limit,
+        label_name_length_limit: sc.label_name_length_limit,
+        label_value_length_limit: sc.label_value_length_limit,
     };
     // Everything that shapes what the loop does goes into its identity, so
     // a changed setting restarts the loop and an unchanged one keeps it.
@@ -157,7 +157,7 @@ fn scrape_target(
         discovered_labels: t.discovered_labels,
         interval: t.scrape_interval,
         timeout: t.scrape_timeout,
-        body_size_limit: sc.limits.body_size_limit,
+        body_size_limit: sc.body_size_limit,
         authorization,
         settings,
     }

@@ -437,21 +437,7 @@ async fn serve_one(req: ShardRequest, local: &LocalShards) {
             maxt,
             reply,
         } => {
-            let mut out = Vec::new();
-            for s in &local.shards {
-                {
-                    let h = s.head.borrow();
-                    if sets.is_empty() {
-                        out.extend(h.label_names(&[], mint, maxt));
-                    }
-                    for m in sets.iter() {
-                        out.extend(h.label_names(m, mint, maxt));
-                    }
-                }
-                tokio::task::yield_now().await;
-            }
-            out.sort_unstable();
-            out.dedup();
+            let out = collect_strings(local, &sets, |h, m| h.label_names(m, mint, maxt)).await;
             let _ = reply.send(out);
         }
         ShardRequest::LabelValues {
@@ -461,21 +447,8 @@ async fn serve_one(req: ShardRequest, local: &LocalShards) {
             maxt,
             reply,
         } => {
-            let mut out = Vec::new();
-            for s in &local.shards {
-                {
-                    let h = s.head.borrow();
-                    if sets.is_empty() {
-                        out.extend(h.label_values(&name, &[], mint, maxt));
-                    }
-                    for m in sets.iter() {
-                        out.extend(h.label_values(&name, m, mint, maxt));
-                    }
-                }
-                tokio::task::yield_now().await;
-            }
-            out.sort_unstable();
-            out.dedup();
+            let out =
+                collect_strings(local, &sets, |h, m| h.label_values(&name, m, mint, maxt)).await;
             let _ = reply.send(out);
         }
         ShardRequest::TsdbStatus { reply } => {
@@ -523,6 +496,32 @@ async fn serve_one(req: ShardRequest, local: &LocalShards) {
             let _ = reply.send(out);
         }
     }
+}
+
+/// Runs `f` for every selector of `sets` (once with no matchers when there
+/// are none) over each shard, a shard at a time with a yield in between;
+/// returns the sorted, deduplicated union.
+async fn collect_strings(
+    local: &LocalShards,
+    sets: &[Vec<Matcher>],
+    f: impl Fn(&Head, &[Matcher]) -> Vec<String>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for s in &local.shards {
+        {
+            let h = s.head.borrow();
+            if sets.is_empty() {
+                out.extend(f(&h, &[]));
+            }
+            for m in sets {
+                out.extend(f(&h, m));
+            }
+        }
+        tokio::task::yield_now().await;
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
 }
 
 /// Reads through every runtime thread's mailbox: the [`Select`] a query

@@ -247,3 +247,56 @@ fn sample_limit_fails_the_scrape_visibly() {
         .expect("metric present");
     assert!(limited >= 1.0, "{metrics}");
 }
+
+#[test]
+fn reload_keeps_unchanged_targets_and_stales_removed_ones() {
+    let t = targets::start_untimed(2, SLOT_MS);
+    let (a, b) = (t.addrs[0], t.addrs[1]);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cfg = write_config(dir.path(), &t.addrs);
+    let kiln = Kiln::start(&[
+        &format!("--config.file={}", cfg.display()),
+        "--web.enable-lifecycle",
+    ]);
+    let up = eventually(Duration::from_secs(15), || {
+        let v = query(&kiln, "sum(up)", now_ms());
+        single(&v).filter(|&(_, v)| v == 2.0)
+    });
+    assert!(up.is_some(), "targets never came up");
+    std::thread::sleep(Duration::from_millis(1500));
+
+    // Drop target b.
+    write_config(dir.path(), &[a]);
+    let r = kiln.request("POST", "/-/reload", &[], b"");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let reloaded = now_ms();
+    std::thread::sleep(Duration::from_millis(2000));
+
+    // b's series went stale at once: nothing at a time after the reload.
+    let v = query(
+        &kiln,
+        &format!("test_temperature_celsius{{instance=\"{b}\"}}"),
+        now_ms(),
+    );
+    assert_eq!(v["data"]["result"], serde_json::json!([]), "{v}");
+    let v = query(&kiln, &format!("up{{instance=\"{b}\"}}"), now_ms());
+    assert_eq!(v["data"]["result"], serde_json::json!([]), "{v}");
+    // a kept its loop and cache: no scrape after the reload added series,
+    // and it kept scraping every 500 ms.
+    let v = query(
+        &kiln,
+        &format!("max_over_time(scrape_series_added{{instance=\"{a}\"}}[1500ms])"),
+        now_ms(),
+    );
+    assert_eq!(single(&v).map(|p| p.1), Some(0.0), "{v}");
+    let v = query(
+        &kiln,
+        &format!(
+            "count_over_time(up{{instance=\"{a}\"}}[{}ms])",
+            now_ms() - reloaded
+        ),
+        now_ms(),
+    );
+    let scrapes = single(&v).map_or(0.0, |p| p.1);
+    assert!(scrapes >= 3.0, "a stopped scraping across the reload: {v}");
+}

@@ -134,7 +134,8 @@ pub fn parse_duration_ms(s: &str) -> Result<i64, String> {
         }
         return Ok((ns as i64) / 1_000_000);
     }
-    crate::cli::parse_prometheus_duration(s)
+    kiln_ingest::config::parse_duration(s)
+        .ok()
         .and_then(|d: Duration| i64::try_from(d.as_millis()).ok())
         .ok_or_else(|| format!("cannot parse {s:?} to a valid duration"))
 }

@@ -75,8 +75,29 @@ pub fn payload(idx: usize, slot: i64, slot_ms: i64) -> String {
     s
 }
 
+/// The payload without its timestamps: the scraper stamps the samples, and
+/// tracks their staleness.
+pub fn untimed(payload: &str) -> String {
+    payload
+        .lines()
+        .map(|l| match l.rsplit_once(' ') {
+            Some((rest, _)) if !l.starts_with('#') => format!("{rest}\n"),
+            _ => format!("{l}\n"),
+        })
+        .collect()
+}
+
 /// Starts `n` targets whose slots are `slot_ms` long.
 pub fn start(n: usize, slot_ms: i64) -> Targets {
+    start_with(n, slot_ms, true)
+}
+
+/// Starts `n` targets serving their payload without timestamps.
+pub fn start_untimed(n: usize, slot_ms: i64) -> Targets {
+    start_with(n, slot_ms, false)
+}
+
+fn start_with(n: usize, slot_ms: i64, timestamps: bool) -> Targets {
     let stop = Arc::new(AtomicBool::new(false));
     let requests = Arc::new(AtomicU64::new(0));
     let mut addrs = Vec::new();
@@ -91,7 +112,7 @@ pub fn start(n: usize, slot_ms: i64) -> Targets {
                 }
                 let Ok(conn) = conn else { continue };
                 let (stop, requests) = (stop.clone(), requests.clone());
-                std::thread::spawn(move || serve(conn, idx, slot_ms, &stop, &requests));
+                std::thread::spawn(move || serve(conn, idx, slot_ms, timestamps, &stop, &requests));
             }
         });
     }
@@ -102,7 +123,14 @@ pub fn start(n: usize, slot_ms: i64) -> Targets {
     }
 }
 
-fn serve(conn: TcpStream, idx: usize, slot_ms: i64, stop: &AtomicBool, requests: &AtomicU64) {
+fn serve(
+    conn: TcpStream,
+    idx: usize,
+    slot_ms: i64,
+    timestamps: bool,
+    stop: &AtomicBool,
+    requests: &AtomicU64,
+) {
     let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
     let mut w = match conn.try_clone() {
         Ok(w) => w,
@@ -148,7 +176,10 @@ fn serve(conn: TcpStream, idx: usize, slot_ms: i64, stop: &AtomicBool, requests:
             .duration_since(UNIX_EPOCH)
             .expect("clock")
             .as_millis() as i64;
-        let body = payload(idx, now / slot_ms, slot_ms);
+        let mut body = payload(idx, now / slot_ms, slot_ms);
+        if !timestamps {
+            body = untimed(&body);
+        }
         let head = format!(
             "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\n\r\n",
             body.len()

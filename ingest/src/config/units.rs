@@ -63,7 +63,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 /// Formats a duration the way Prometheus prints one: largest units first,
-/// zero parts left out, `0s` for zero.
+/// zero parts left out, `0s` for zero; years and weeks only when the whole
+/// duration is a multiple of them (`15d`, not `2w1d`).
 pub fn format_duration(d: Duration) -> String {
     let mut ms = d.as_millis();
     if ms == 0 {
@@ -72,7 +73,7 @@ pub fn format_duration(d: Duration) -> String {
     let mut out = String::new();
     for (unit, len) in DURATION_UNITS {
         let len = u128::from(len);
-        if ms >= len {
+        if ms >= len && (!matches!(unit, "y" | "w") || ms.is_multiple_of(len)) {
             out.push_str(&format!("{}{unit}", ms / len));
             ms %= len;
         }
@@ -219,6 +220,20 @@ mod tests {
     }
 
     #[test]
+    fn durations_render_as_prometheus() {
+        // Values as `prometheus --help` and /api/v1/status/flags show them.
+        let f = |ms| format_duration(Duration::from_millis(ms));
+        assert_eq!(f(0), "0s");
+        assert_eq!(f(300_000), "5m");
+        assert_eq!(f(15 * 86_400_000), "15d");
+        assert_eq!(f(36 * 3_600_000), "1d12h");
+        assert_eq!(f(14 * 86_400_000), "2w");
+        assert_eq!(f(365 * 86_400_000), "1y");
+        assert_eq!(f(366 * 86_400_000), "366d");
+        assert_eq!(f(90_500), "1m30s500ms");
+    }
+
+    #[test]
     fn durations_round_trip_through_format() {
         for s in [
             "15s",
@@ -228,10 +243,14 @@ mod tests {
             "1w",
             "1y",
             "0s",
-            "1y2w3d4h5m6s7ms",
+            "382d4h5m6s7ms",
         ] {
             assert_eq!(format_duration(parse_duration(s).unwrap()), s);
         }
+        // Years and weeks print only when they divide the whole duration,
+        // so a mixed duration comes back in days.
+        let d = parse_duration("1y2w3d4h5m6s7ms").unwrap();
+        assert_eq!(format_duration(d), "382d4h5m6s7ms");
     }
 
     #[test]
