@@ -300,3 +300,43 @@ fn reload_keeps_unchanged_targets_and_stales_removed_ones() {
     let scrapes = single(&v).map_or(0.0, |p| p.1);
     assert!(scrapes >= 3.0, "a stopped scraping across the reload: {v}");
 }
+
+#[test]
+fn tsdb_analyze_reports_what_the_server_stored() {
+    let t = targets::start(1, SLOT_MS);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cfg = write_config(dir.path(), &t.addrs);
+    let kiln = Kiln::start(&[&format!("--config.file={}", cfg.display())]);
+    let seen = eventually(Duration::from_secs(15), || {
+        let v = query(&kiln, "count(test_requests_total)", now_ms());
+        single(&v).filter(|&(_, v)| v == 2.0)
+    });
+    assert!(seen.is_some(), "no samples scraped");
+    drop(t);
+    std::thread::sleep(Duration::from_millis(600));
+    let v = query(&kiln, "count({__name__=~\".+\"})", now_ms());
+    let series = single(&v).map(|p| p.1).expect("series count");
+    let (status, data) = kiln.stop();
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["tsdb", "analyze"])
+        .arg(data.path())
+        .output()
+        .expect("run kiln tsdb analyze");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let reported: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Series: "))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no series line in:\n{text}"));
+    assert_eq!(reported, series, "{text}");
+    // The histogram's buckets make `le` the widest label after __name__.
+    assert!(text.contains("Highest cardinality labels"), "{text}");
+    assert!(text.lines().any(|l| l.ends_with(" le")), "{text}");
+}
