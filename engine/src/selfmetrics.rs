@@ -53,6 +53,7 @@ pub struct SelfMetrics {
     reloads_total: AtomicU64,
     reload_failures_total: AtomicU64,
     file_sd_read_errors: AtomicU64,
+    http_sd_failures: AtomicU64,
 }
 
 impl SelfMetrics {
@@ -66,12 +67,18 @@ impl SelfMetrics {
             reloads_total: AtomicU64::new(0),
             reload_failures_total: AtomicU64::new(0),
             file_sd_read_errors: AtomicU64::new(0),
+            http_sd_failures: AtomicU64::new(0),
         }
     }
 
     /// Sets the total of file discovery read failures.
     pub fn set_file_sd_read_errors(&self, n: u64) {
         self.file_sd_read_errors.store(n, Ordering::Relaxed);
+    }
+
+    /// Sets the total of failed HTTP discovery fetches.
+    pub fn set_http_sd_failures(&self, n: u64) {
+        self.http_sd_failures.store(n, Ordering::Relaxed);
     }
 
     /// Counts one served request.
@@ -300,6 +307,15 @@ impl SelfMetrics {
             &[(
                 String::new(),
                 self.file_sd_read_errors.load(Ordering::Relaxed) as f64,
+            )],
+        );
+        family(
+            "prometheus_sd_http_failures_total",
+            "counter",
+            "Number of HTTP service discovery refresh failures.",
+            &[(
+                String::new(),
+                self.http_sd_failures.load(Ordering::Relaxed) as f64,
             )],
         );
         family(

@@ -220,8 +220,9 @@ pub fn run(flags: ServerFlags) -> Result<(), ServerError> {
                 _ = int.recv() => { log::warn!("Received SIGINT, exiting gracefully..."); break; }
                 _ = hup.recv() => { let _ = reload(&state, &self_addr, &mut targets); }
                 _ = file_sd.tick() => {
-                    targets.refresh();
+                    targets.refresh().await;
                     state.metrics.set_file_sd_read_errors(targets.file_failures());
+                    state.metrics.set_http_sd_failures(targets.http_failures());
                 }
                 msg = control_rx.recv() => match msg {
                     Some(Control::Reload(reply)) => { let _ = reply.send(reload(&state, &self_addr, &mut targets)); }

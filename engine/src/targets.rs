@@ -7,13 +7,15 @@
 //! manager diffs it against its running loops by [`ScrapeTarget::key`], so a
 //! target whose labels, URL and job settings are unchanged keeps its loop.
 //! Files of `file_sd_configs` are checked for changes every
-//! [`FILE_SD_CHECK`] (size and modification time, re-read only on change).
+//! [`FILE_SD_CHECK`] (size and modification time, re-read only on change);
+//! `http_sd_configs` endpoints are fetched on that tick once their
+//! `refresh_interval` has passed, the first time at once.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use kiln_ingest::config::{Config, ScrapeConfig};
-use kiln_ingest::discovery::JobDiscovery;
+use kiln_ingest::config::{Config, HttpClientConfig, ScrapeConfig};
+use kiln_ingest::discovery::{JobDiscovery, decode_http_sd};
 use kiln_ingest::scrape::ScrapeSettings;
 use kiln_ingest::target::{INSTANCE_LABEL, Target};
 use tokio::sync::mpsc;
@@ -38,6 +40,10 @@ pub fn shard_of(job: &str, instance: &str, logical: usize) -> usize {
 /// Keeps the shards' target lists in step with the configuration.
 pub struct TargetManager {
     jobs: Vec<(ScrapeConfig, JobDiscovery)>,
+    /// When each job's `http_sd_configs[i]` is next fetched.
+    http_due: Vec<Vec<Instant>>,
+    /// HTTP discovery fetches that failed.
+    http_failures: u64,
     logical: usize,
     commands: Vec<mpsc::UnboundedSender<ScrapeCommand>>,
     /// Each job's authorization header, computed once per configuration.
@@ -49,6 +55,8 @@ impl TargetManager {
     pub fn new(logical: usize, commands: Vec<mpsc::UnboundedSender<ScrapeCommand>>) -> Self {
         TargetManager {
             jobs: Vec::new(),
+            http_due: Vec::new(),
+            http_failures: 0,
             logical,
             commands,
             auth: BTreeMap::new(),
@@ -60,7 +68,13 @@ impl TargetManager {
         self.auth = cfg
             .scrape_configs
             .iter()
-            .map(|sc| (sc.job_name.clone(), authorization(sc)))
+            .map(|sc| (sc.job_name.clone(), authorization(&sc.job_name, &sc.http)))
+            .collect();
+        let now = Instant::now();
+        self.http_due = cfg
+            .scrape_configs
+            .iter()
+            .map(|sc| vec![now; sc.http_sd_configs.len()])
             .collect();
         self.jobs = cfg
             .scrape_configs
@@ -75,18 +89,53 @@ impl TargetManager {
         self.sync();
     }
 
-    /// Re-reads changed discovery files; re-deals targets when any changed.
-    pub fn refresh(&mut self) {
+    /// Re-reads changed discovery files and fetches the HTTP discovery
+    /// endpoints that are due; re-deals targets when any changed. A failed
+    /// fetch keeps the endpoint's last good groups.
+    pub async fn refresh(&mut self) {
         let before: Vec<_> = self.jobs.iter().map(|(_, d)| d.targets()).collect();
         for (_, d) in &mut self.jobs {
             for e in d.refresh_files() {
                 log::error!("file discovery: {e}");
             }
         }
+        let now = Instant::now();
+        for (j, (sc, d)) in self.jobs.iter_mut().enumerate() {
+            for (i, h) in sc.http_sd_configs.iter().enumerate() {
+                let Some(due) = self.http_due.get_mut(j).and_then(|v| v.get_mut(i)) else {
+                    continue;
+                };
+                if *due > now {
+                    continue;
+                }
+                *due = now + h.refresh_interval;
+                let timeout = h.refresh_interval.min(HTTP_SD_TIMEOUT);
+                let auth = authorization(&sc.job_name, &h.http);
+                let fetched =
+                    tokio::time::timeout(timeout, http_get(&h.url, auth, h.refresh_interval))
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(format!("Get {:?}: timed out after {timeout:?}", h.url))
+                        })
+                        .and_then(|body| decode_http_sd(&h.url, &body).map_err(|e| e.to_string()));
+                match fetched {
+                    Ok(groups) => d.set_http_groups(i, groups),
+                    Err(e) => {
+                        self.http_failures += 1;
+                        log::error!("job {}: HTTP discovery: {e}", sc.job_name);
+                    }
+                }
+            }
+        }
         let after: Vec<_> = self.jobs.iter().map(|(_, d)| d.targets()).collect();
         if before != after {
             self.sync();
         }
+    }
+
+    /// HTTP discovery fetches that failed (for self-metrics).
+    pub fn http_failures(&self) -> u64 {
+        self.http_failures
     }
 
     /// Total file discovery failures (for self-metrics).
@@ -163,16 +212,85 @@ fn scrape_target(
     }
 }
 
-/// The `Authorization` header a job's scrapes send, if any.
-fn authorization(sc: &ScrapeConfig) -> Option<String> {
+/// How long an HTTP discovery fetch may take at most.
+const HTTP_SD_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Largest HTTP discovery response read.
+const HTTP_SD_MAX_BODY: usize = 64 << 20;
+
+/// GETs an HTTP discovery endpoint (plain HTTP; TLS is not wired in yet).
+async fn http_get(
+    url: &str,
+    authorization: Option<String>,
+    refresh: Duration,
+) -> Result<Vec<u8>, String> {
+    use http_body_util::{BodyExt, Empty, Limited};
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e| format!("invalid URL {url:?}: {e}"))?;
+    if uri.scheme_str() != Some("http") {
+        return Err(format!(
+            "{url:?}: only http:// discovery URLs are supported yet"
+        ));
+    }
+    let host = uri.host().ok_or_else(|| format!("{url:?} has no host"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let port = uri.port_u16().unwrap_or(80);
+    let stream = tokio::net::TcpStream::connect((host, port))
+        .await
+        .map_err(|e| format!("Get {url:?}: {e}"))?;
+    let (mut send, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| format!("Get {url:?}: {e}"))?;
+    let conn = tokio::spawn(conn);
+    let mut req = http::Request::get(uri.path_and_query().map_or("/", |p| p.as_str()))
+        .header(
+            http::header::HOST,
+            uri.authority().map_or("", |a| a.as_str()),
+        )
+        .header(http::header::ACCEPT, "application/json")
+        .header(
+            http::header::USER_AGENT,
+            concat!("kiln/", env!("CARGO_PKG_VERSION")),
+        )
+        .header(
+            "X-Prometheus-Refresh-Interval-Seconds",
+            refresh.as_secs().to_string(),
+        );
+    if let Some(a) = authorization {
+        req = req.header(http::header::AUTHORIZATION, a);
+    }
+    let req = req
+        .body(Empty::<bytes::Bytes>::new())
+        .map_err(|e| format!("building request: {e}"))?;
+    let resp = send
+        .send_request(req)
+        .await
+        .map_err(|e| format!("Get {url:?}: {e}"))?;
+    if resp.status() != http::StatusCode::OK {
+        conn.abort();
+        return Err(format!("server returned HTTP status {}", resp.status()));
+    }
+    let body = Limited::new(resp.into_body(), HTTP_SD_MAX_BODY)
+        .collect()
+        .await
+        .map_err(|e| format!("reading {url:?}: {e}"))?
+        .to_bytes();
+    conn.abort();
+    Ok(body.to_vec())
+}
+
+/// The `Authorization` header sent with `http`'s settings, if any.
+fn authorization(job: &str, http: &HttpClientConfig) -> Option<String> {
     let read = |path: &str| match std::fs::read_to_string(path) {
         Ok(s) => Some(s.trim().to_owned()),
         Err(e) => {
-            log::error!("job {}: reading {path}: {e}", sc.job_name);
+            log::error!("job {job}: reading {path}: {e}");
             None
         }
     };
-    if let Some(b) = &sc.http.basic_auth {
+    if let Some(b) = &http.basic_auth {
         let user = match &b.username_file {
             Some(f) => read(f)?,
             None => b.username.clone(),
@@ -187,7 +305,7 @@ fn authorization(sc: &ScrapeConfig) -> Option<String> {
             base64(format!("{user}:{pass}").as_bytes())
         ));
     }
-    if let Some(a) = &sc.http.authorization {
+    if let Some(a) = &http.authorization {
         let cred = match (&a.credentials, &a.credentials_file) {
             (Some(c), _) => c.0.clone(),
             (None, Some(f)) => read(f)?,

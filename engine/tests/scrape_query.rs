@@ -340,3 +340,72 @@ fn tsdb_analyze_reports_what_the_server_stored() {
     assert!(text.contains("Highest cardinality labels"), "{text}");
     assert!(text.lines().any(|l| l.ends_with(" le")), "{text}");
 }
+
+/// Serves `body` as JSON to every request, on a loopback port, until the
+/// returned flag is set.
+fn serve_json(
+    body: String,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    use std::io::{BufRead, BufReader, Write};
+    use std::sync::atomic::Ordering;
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    std::thread::spawn(move || {
+        for conn in l.incoming().take(1000) {
+            if flag.load(Ordering::Relaxed) {
+                break;
+            }
+            let Ok(mut conn) = conn else { continue };
+            let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut r = BufReader::new(conn.try_clone().expect("clone"));
+            let mut line = String::new();
+            while r.read_line(&mut line).unwrap_or(0) > 2 {
+                line.clear();
+            }
+            let _ = write!(
+                conn,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    (addr, stop)
+}
+
+#[test]
+fn http_service_discovery_finds_targets() {
+    let t = targets::start(1, SLOT_MS);
+    let (sd, stop) = serve_json(format!(
+        r#"[{{"targets":["{}"],"labels":{{"team":"a","__meta_x":"y"}}}}]"#,
+        t.addrs[0]
+    ));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cfg = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "global:\n  scrape_interval: 500ms\n  scrape_timeout: 400ms\n\
+             scrape_configs:\n  - job_name: httpsd\n    http_sd_configs:\n      - url: http://{sd}/targets\n        refresh_interval: 1s\n\
+             \x20   relabel_configs:\n      - source_labels: [__meta_x]\n        target_label: x\n"
+        ),
+    )
+    .expect("write config");
+    let kiln = Kiln::start(&[&format!("--config.file={}", cfg.display())]);
+    let up = eventually(Duration::from_secs(15), || {
+        let v = query(&kiln, "up{job=\"httpsd\",team=\"a\",x=\"y\"}", now_ms());
+        single(&v).filter(|&(_, v)| v == 1.0)
+    });
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(up.is_some(), "the HTTP-discovered target was never scraped");
+    let r = kiln.get("/api/v1/targets").json();
+    assert_eq!(
+        r["data"]["activeTargets"][0]["discoveredLabels"]["__meta_url"],
+        format!("http://{sd}/targets"),
+        "{r}"
+    );
+}
