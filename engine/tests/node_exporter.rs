@@ -141,6 +141,17 @@ fn scrapes_a_real_node_exporter() {
         m["data"]["node_cpu_seconds_total"][0]["type"], "counter",
         "{m}"
     );
+    // A counter grows from scrape to scrape: CPU seconds never stop.
+    let total = |v: &Value| -> f64 {
+        v["data"]["result"][0]["value"][1]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .expect("a value")
+    };
+    let first = total(&q("sum(node_cpu_seconds_total{job=\"node\"})"));
+    std::thread::sleep(Duration::from_millis(2500));
+    let second = total(&q("sum(node_cpu_seconds_total{job=\"node\"})"));
+    assert!(second > first, "{first} then {second}");
     // And PromQL works on it.
     let v = q("sum by (mode) (rate(node_cpu_seconds_total[5s]))");
     let modes = v["data"]["result"].as_array().map_or(0, Vec::len);

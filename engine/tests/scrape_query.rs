@@ -409,3 +409,60 @@ fn http_service_discovery_finds_targets() {
         "{r}"
     );
 }
+
+#[test]
+fn a_target_that_vanishes_leaves_stale_series_and_up_zero() {
+    let t = targets::start_untimed(1, SLOT_MS);
+    let addr = t.addrs[0];
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cfg = write_config(dir.path(), &t.addrs);
+    let kiln = Kiln::start(&[&format!("--config.file={}", cfg.display())]);
+    let sel = format!("test_temperature_celsius{{instance=\"{addr}\"}}");
+    let seen = eventually(Duration::from_secs(15), || {
+        let v = query(&kiln, &sel, now_ms());
+        single(&v)
+    });
+    assert!(seen.is_some(), "never scraped");
+    drop(t);
+    // The next scrape fails: up = 0 and every series it had goes stale, so
+    // an instant query finds nothing although the last sample is recent.
+    let gone = eventually(Duration::from_secs(10), || {
+        let v = query(&kiln, &sel, now_ms());
+        (v["data"]["result"] == serde_json::json!([])).then_some(())
+    });
+    assert!(gone.is_some(), "series never went stale");
+    let v = query(&kiln, &format!("up{{instance=\"{addr}\"}}"), now_ms());
+    assert_eq!(single(&v).map(|p| p.1), Some(0.0), "{v}");
+    // The samples before the failure are still there.
+    let v = query(&kiln, &format!("count_over_time({sel}[1m])"), now_ms());
+    assert!(single(&v).is_some_and(|p| p.1 >= 1.0), "{v}");
+}
+
+#[test]
+fn a_target_serving_garbage_is_down_with_its_error() {
+    let (garbage, stop) = serve_json("this is {not an exposition\n".to_owned());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cfg = write_config(dir.path(), &[garbage]);
+    let kiln = Kiln::start(&[&format!("--config.file={}", cfg.display())]);
+    let target = eventually(Duration::from_secs(15), || {
+        let r = kiln.get("/api/v1/targets").json();
+        let t = r["data"]["activeTargets"][0].clone();
+        (t["health"] == "down").then_some(t)
+    });
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let target = target.expect("the garbage target never went down");
+    let err = target["lastError"].as_str().unwrap_or_default();
+    assert!(
+        err.contains("line 1"),
+        "the parse error is kept with its position: {target}"
+    );
+    let v = query(&kiln, &format!("up{{instance=\"{garbage}\"}}"), now_ms());
+    assert_eq!(single(&v).map(|p| p.1), Some(0.0), "{v}");
+    let metrics = kiln.get("/metrics").text();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("kiln_scrapes_total{result=\"failed\"} ") && !l.ends_with(" 0")),
+        "{metrics}"
+    );
+}
