@@ -5,7 +5,10 @@
 #    missing (Debian packages: prometheus, promtool, node_exporter).
 # 2. Checks formatting and lints (warnings are errors).
 # 3. Runs the whole workspace's tests: unit, property, integration,
-#    promqltest conformance and end-to-end.
+#    promqltest conformance and end-to-end (including the side-by-side test
+#    against a real Prometheus and a real node_exporter).
+# 4. Fuzzes each parser for a bounded time (scripts/fuzz.sh; installs
+#    cargo-fuzz from crates.io when missing).
 #
 # It is the one command the README names and the one .ci/run calls.
 set -euo pipefail
@@ -30,3 +33,4 @@ fi
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
+scripts/fuzz.sh 15
