@@ -256,6 +256,12 @@ fn query_api_renders_and_validates_as_prometheus() {
             r#"{"status":"error","errorType":"bad_data","error":"exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)"}"#,
         ),
         (
+            // The widest accepted range: its length overflows an i64.
+            "/api/v1/query_range?query=1&start=-9223309901257974&end=9223309901257974&step=1",
+            400,
+            r#"{"status":"error","errorType":"bad_data","error":"exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)"}"#,
+        ),
+        (
             "/api/v1/series",
             400,
             r#"{"status":"error","errorType":"bad_data","error":"no match[] parameter provided"}"#,

@@ -16,18 +16,9 @@ use kiln_storage::{Head, HeadOptions, Labels};
 const BODY: &[u8] = include_bytes!("../../testdata/exposition/node_exporter-1.5.0.t0.prom");
 
 fn settings() -> ScrapeSettings {
-    ScrapeSettings {
-        target_labels: Labels::from_pairs([("instance", "10.0.0.1:9100"), ("job", "node")])
-            .expect("valid labels"),
-        honor_labels: false,
-        honor_timestamps: true,
-        track_timestamps_staleness: false,
-        metric_relabel: Vec::new(),
-        sample_limit: 0,
-        label_limit: 0,
-        label_name_length_limit: 0,
-        label_value_length_limit: 0,
-    }
+    ScrapeSettings::new(
+        Labels::from_pairs([("instance", "10.0.0.1:9100"), ("job", "node")]).expect("valid labels"),
+    )
 }
 
 fn scrape_into_head(c: &mut Criterion) {

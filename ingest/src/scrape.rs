@@ -61,6 +61,25 @@ pub struct ScrapeSettings {
     pub label_value_length_limit: u64,
 }
 
+impl ScrapeSettings {
+    /// Prometheus's defaults for a target with these labels: target labels
+    /// win conflicts, the target's timestamps are honoured without
+    /// staleness tracking, no metric relabeling, no limits.
+    pub fn new(target_labels: Labels) -> Self {
+        ScrapeSettings {
+            target_labels,
+            honor_labels: false,
+            honor_timestamps: true,
+            track_timestamps_staleness: false,
+            metric_relabel: Vec::new(),
+            sample_limit: 0,
+            label_limit: 0,
+            label_name_length_limit: 0,
+            label_value_length_limit: 0,
+        }
+    }
+}
+
 /// Why a scrape's body was refused as a whole. Display texts are
 /// Prometheus's, since they show up as the target's last error.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -672,17 +691,7 @@ mod tests {
     use kiln_storage::{Head, HeadOptions, Matcher, Select, SelectHints, is_stale_nan};
 
     fn settings() -> ScrapeSettings {
-        ScrapeSettings {
-            target_labels: Labels::from_pairs([("instance", "h:9100"), ("job", "node")]).unwrap(),
-            honor_labels: false,
-            honor_timestamps: true,
-            track_timestamps_staleness: false,
-            metric_relabel: Vec::new(),
-            sample_limit: 0,
-            label_limit: 0,
-            label_name_length_limit: 0,
-            label_value_length_limit: 0,
-        }
+        ScrapeSettings::new(Labels::from_pairs([("instance", "h:9100"), ("job", "node")]).unwrap())
     }
 
     /// One scrape as the server does it: body, report, commit.

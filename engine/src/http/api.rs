@@ -80,7 +80,8 @@ pub async fn query_range(state: &ServerState, p: &Params) -> Reply {
                 "zero or negative query resolution step widths are not accepted. Try a positive integer",
             )));
         }
-        if (end - start) / step > MAX_POINTS {
+        // In i128: the accepted time range spans more than i64 can hold.
+        if (i128::from(end) - i128::from(start)) / i128::from(step) > i128::from(MAX_POINTS) {
             return Err(bad(
                 "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)",
             ));

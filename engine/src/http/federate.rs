@@ -31,7 +31,12 @@ pub async fn federate(state: &ServerState, p: &Params) -> Reply {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);
     let lookback = state.flags.query_lookback_delta.as_millis() as i64;
-    let hints = SelectHints::range(now - lookback, now);
+    // The same sample cap as queries: a `match[]` of everything must fail
+    // with an error, not hold the whole head in memory.
+    let hints = SelectHints {
+        max_samples: usize::try_from(state.flags.query_max_samples).unwrap_or(usize::MAX),
+        ..SelectHints::range(now - lookback, now)
+    };
     let external = state.config.read().parsed.global.external_labels.clone();
     // Each series once, even when several selectors match it.
     let mut latest: Vec<(kiln_storage::Labels, i64, f64)> = Vec::new();
