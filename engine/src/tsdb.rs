@@ -141,7 +141,7 @@ pub enum ShardRequest {
         /// Sorted, deduplicated values.
         reply: oneshot::Sender<Vec<String>>,
     },
-    /// Head statistics (one pass over every series of the thread's shards).
+    /// Head statistics (read off each shard's postings).
     TsdbStatus {
         /// Where the answer goes.
         reply: oneshot::Sender<TsdbCounts>,
@@ -463,12 +463,8 @@ async fn serve_one(req: ShardRequest, local: &LocalShards) {
                     if let Some(t) = h.max_time() {
                         c.max_time = Some(c.max_time.map_or(t, |m| m.max(t)));
                     }
-                    for labels in h.series(&[], i64::MIN, i64::MAX) {
-                        for l in labels.iter() {
-                            *c.pairs
-                                .entry((l.name.to_owned(), l.value.to_owned()))
-                                .or_default() += 1;
-                        }
+                    for (name, value, n) in h.label_pair_counts() {
+                        *c.pairs.entry((name, value)).or_default() += n;
                     }
                 }
                 tokio::task::yield_now().await;
