@@ -104,8 +104,7 @@ fn analyze(dir: &Path, limit: usize) -> Result<String, String> {
     let mut samples = 0u64;
     let mut chunk_bytes = 0usize;
     let mut head_bytes = 0usize;
-    let mut cardinality: BTreeMap<String, usize> = BTreeMap::new();
-    let mut metric_series: BTreeMap<String, usize> = BTreeMap::new();
+    let mut pairs: BTreeMap<(String, String), u64> = BTreeMap::new();
     let (mut mint, mut maxt) = (i64::MAX, i64::MIN);
     for d in &shard_dirs {
         // Opening replays the WAL exactly as the server does at start
@@ -125,20 +124,19 @@ fn analyze(dir: &Path, limit: usize) -> Result<String, String> {
             mint = mint.min(a);
             maxt = maxt.max(b);
         }
-        for name in head.label_names(&[], i64::MIN, i64::MAX) {
-            let values = head.label_values(&name, &[], i64::MIN, i64::MAX);
-            if name == kiln_storage::METRIC_NAME {
-                for v in &values {
-                    let m = [kiln_storage::Matcher::equal(
-                        kiln_storage::METRIC_NAME,
-                        v.as_str(),
-                    )];
-                    *metric_series.entry(v.clone()).or_default() +=
-                        head.series(&m, i64::MIN, i64::MAX).len();
-                }
-            }
-            *cardinality.entry(name).or_default() += values.len();
+        for (name, value, n) in head.label_pair_counts() {
+            *pairs.entry((name, value)).or_default() += n;
         }
+    }
+    // Distinct values per label name and series per metric name, over all
+    // shards (a value present in several shards counts once).
+    let mut cardinality: BTreeMap<String, usize> = BTreeMap::new();
+    let mut metric_series: BTreeMap<String, usize> = BTreeMap::new();
+    for ((name, value), n) in pairs {
+        if name == kiln_storage::METRIC_NAME {
+            metric_series.insert(value, n as usize);
+        }
+        *cardinality.entry(name).or_default() += 1;
     }
     let mut r = String::new();
     use std::fmt::Write as _;
