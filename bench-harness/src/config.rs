@@ -101,6 +101,7 @@ mod tests {
             failing_targets: 1,
             timestamps: false,
             origin_ms: 0,
+            gzip: false,
         }
     }
 

@@ -156,6 +156,10 @@ struct FleetArgs {
     /// Give every sample an explicit timestamp (the scrape slot's start).
     #[arg(long)]
     timestamps: bool,
+    /// Answer plain text even when the scraper asks for gzip (by default
+    /// the fleet compresses, like node_exporter).
+    #[arg(long)]
+    no_gzip: bool,
 }
 
 impl FleetArgs {
@@ -185,6 +189,7 @@ impl FleetArgs {
             failing_targets: self.failing_targets,
             timestamps: self.timestamps,
             origin_ms: now_interval_start(interval_ms),
+            gzip: !self.no_gzip,
         })
     }
 }
@@ -563,6 +568,7 @@ fn run_sweep(args: &PlanArgs) -> Result<plan::Costs, String> {
             slow_delay: Duration::ZERO,
             failing_targets: 0,
             timestamps: false,
+            no_gzip: false,
         };
         eprintln!("kiln-bench plan --sweep: {name} at {targets} targets");
         let report = run::run(&fleet.spec()?, &server, &options, &out);

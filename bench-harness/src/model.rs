@@ -51,6 +51,11 @@ pub struct FleetSpec {
     pub timestamps: bool,
     /// Unix milliseconds of slot 0.
     pub origin_ms: i64,
+    /// Answer scrapes that send `Accept-Encoding: gzip` with a gzip body,
+    /// as node_exporter does (runs saved before the option existed had
+    /// none, hence the `false` default when reading them).
+    #[serde(default)]
+    pub gzip: bool,
 }
 
 /// What a target does when scraped.
@@ -371,6 +376,7 @@ mod tests {
             failing_targets: 1,
             timestamps: false,
             origin_ms: 1_700_000_000_000,
+            gzip: true,
         }
     }
 

@@ -826,6 +826,7 @@ mod tests {
             failing_targets: 1,
             timestamps: false,
             origin_ms: 0,
+            gzip: false,
         };
         assert_eq!(
             offered_samples_per_s(&spec),
@@ -856,6 +857,7 @@ mod tests {
                 failing_targets: 0,
                 timestamps: false,
                 origin_ms: 0,
+                gzip: false,
             },
             offered_samples_per_s: 2000.0,
             duration_s: 30.0,

@@ -73,6 +73,86 @@ fn fleet_serves_stable_payloads_on_loopback_addresses() {
     assert_eq!(http_get(&first, "/other").0, 404);
 }
 
+/// GETs `path` with extra request headers; status, headers (lowercase
+/// text) and raw body.
+fn http_get_raw(addr: &str, path: &str, headers: &str) -> (u16, String, Vec<u8>) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.0\r\nHost: {addr}\r\n{headers}\r\n"
+    )
+    .unwrap();
+    let mut reply = Vec::new();
+    stream.read_to_end(&mut reply).unwrap();
+    let split = reply.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&reply[..split]).to_lowercase();
+    (
+        head[9..12].parse().unwrap(),
+        head,
+        reply[split + 4..].to_vec(),
+    )
+}
+
+#[test]
+fn fleet_answers_gzip_when_asked_and_counts_scrapes() {
+    let mut child = Killed(
+        Command::new(BIN)
+            .args([
+                "fleet",
+                "--targets",
+                "2",
+                "--port",
+                "0",
+                "--duration-s",
+                "60",
+            ])
+            .args(["--series-per-target", "1521", "--interval", "1h"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut line = String::new();
+    BufReader::new(child.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let ready: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let addr = format!("127.0.1.1:{}", ready["port"].as_u64().unwrap());
+    // Up to three tries: the hour may turn between the requests once.
+    let mut same_slot = None;
+    for _ in 0..3 {
+        let (status, head, plain) = http_get_raw(&addr, "/metrics", "");
+        assert_eq!(status, 200);
+        assert!(!head.contains("content-encoding"), "{head}");
+        let (_, head, packed) = http_get_raw(&addr, "/metrics", "Accept-Encoding: gzip\r\n");
+        assert!(head.contains("content-encoding: gzip"), "{head}");
+        let (_, _, again) = http_get_raw(&addr, "/metrics", "");
+        if again == plain {
+            same_slot = Some((plain, packed));
+            break;
+        }
+    }
+    let (plain, packed) = same_slot.expect("two requests in one slot");
+    let mut decoded = Vec::new();
+    flate2::read::GzDecoder::new(&packed[..])
+        .read_to_end(&mut decoded)
+        .unwrap();
+    assert_eq!(decoded, plain);
+    assert!(
+        packed.len() * 4 < plain.len(),
+        "{} of {}",
+        packed.len(),
+        plain.len()
+    );
+    let (status, _, stats) = http_get_raw(&addr, "/kiln-bench/stats", "");
+    assert_eq!(status, 200);
+    let stats: serde_json::Value = serde_json::from_slice(&stats).unwrap();
+    assert!(stats["requests"].as_u64().unwrap() >= 3, "{stats}");
+    // One target, asked repeatedly within one slot: counted once.
+    let per_slot = stats["targets_per_slot"].as_array().unwrap();
+    assert_eq!(per_slot.last().unwrap(), 1, "{stats}");
+}
+
 fn run_report(out: &Path, command: &str, extra: &[&str]) -> (i32, serde_json::Value) {
     let status = Command::new(BIN)
         .args(["run", "--targets", "2", "--series-per-target", "50"])
