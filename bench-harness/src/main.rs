@@ -9,6 +9,7 @@
 mod config;
 mod fleet;
 mod httpc;
+mod limit;
 mod load;
 mod model;
 mod plan;
@@ -108,6 +109,10 @@ enum Command {
         #[command(flatten)]
         run: RunArgs,
     },
+    /// Search the largest fleet each server sustains: geometric ramp, then
+    /// bisection, a fresh fleet, server and data dir per step (what
+    /// "sustains" means: docs/benchmarks.md, or the module doc of limit.rs).
+    Limit(LimitArgs),
     /// Cores, RAM, disk and disk writes for N machines × M series.
     Plan(PlanArgs),
     /// Re-derive the summaries of saved runs and render them again (table,
@@ -249,6 +254,37 @@ impl RunArgs {
             keep_data: self.keep_data,
         })
     }
+}
+
+#[derive(Args)]
+struct LimitArgs {
+    /// Servers to search, one after another (presets).
+    #[arg(long, value_delimiter = ',', required = true)]
+    servers: Vec<String>,
+    /// The fleet: --targets is the first step's size; the other fleet
+    /// flags hold for every step.
+    #[command(flatten)]
+    fleet: FleetArgs,
+    /// Largest fleet tried.
+    #[arg(long, default_value_t = 20_000)]
+    max_targets: usize,
+    /// Factor between the sizes of the ramp (up, or down when the first
+    /// size already fails).
+    #[arg(long, default_value_t = 2.0)]
+    growth: f64,
+    /// Bisect until the gap between the largest sustained and the smallest
+    /// unsustained size is at most this share of the former.
+    #[arg(long, default_value_t = 0.1)]
+    precision: f64,
+    /// Most steps per server.
+    #[arg(long, default_value_t = 10)]
+    max_steps: usize,
+    /// Cores of the machine (default: those available to kiln-bench).
+    #[arg(long)]
+    cores: Option<f64>,
+    /// Run options; --duration is each step's.
+    #[command(flatten)]
+    run: RunArgs,
 }
 
 #[derive(Args)]
@@ -395,6 +431,7 @@ fn dispatch(command: Command) -> Result<ExitCode, String> {
             reference,
             run,
         } => compare(&fleet, servers, reference.as_deref(), &run),
+        Command::Limit(args) => limit_command(&args),
         Command::Plan(args) => plan_command(&args),
         Command::Report { runs, out, title } => {
             let mut reports = Vec::new();
@@ -508,6 +545,179 @@ fn compare(
     } else {
         ExitCode::from(2)
     })
+}
+
+/// `kiln-bench limit`: searches each server in turn, then renders the
+/// servers side by side, each at its limit.
+fn limit_command(args: &LimitArgs) -> Result<ExitCode, String> {
+    let base = args.fleet.spec()?;
+    if base.failing_targets + base.slow_targets > 0 {
+        return Err(
+            "limit: failing or slow targets can never be sustained; leave them out".to_owned(),
+        );
+    }
+    if !(1.1..=16.0).contains(&args.growth) {
+        return Err("--growth must be between 1.1 and 16".to_owned());
+    }
+    if !(0.0..=1.0).contains(&args.precision) || args.precision == 0.0 {
+        return Err("--precision must be in (0, 1]".to_owned());
+    }
+    if !(1..=30).contains(&args.max_steps) {
+        return Err("--max-steps must be 1..=30".to_owned());
+    }
+    if !(base.targets..=model::MAX_TARGETS).contains(&args.max_targets) {
+        return Err(format!(
+            "--max-targets must be between --targets and {}",
+            model::MAX_TARGETS
+        ));
+    }
+    let options = args.run.options(args.fleet.interval)?;
+    let needed = options.warmup + args.fleet.interval * 2 + options.sample_every;
+    if options.duration < needed {
+        return Err(format!(
+            "--duration must cover the warm-up, two scrape intervals and a tick ({needed:?}) for a step to be judged"
+        ));
+    }
+    let cores = match args.cores {
+        Some(cores) if cores > 0.0 => cores,
+        Some(_) => return Err("--cores must be positive".to_owned()),
+        None => std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64),
+    };
+    let criteria = limit::Criteria::new(cores);
+    let params = limit::SearchParams {
+        from: base.targets,
+        max: args.max_targets,
+        growth: args.growth,
+        precision: args.precision,
+        max_steps: args.max_steps,
+    };
+    let specs = args
+        .servers
+        .iter()
+        .map(|n| servers::preset(n, &args.run.programs).map_err(|e| e.to_string()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let out = args
+        .run
+        .out
+        .clone()
+        .unwrap_or_else(|| run::default_out_dir("limit"));
+    let mut at_limit = Vec::new();
+    let mut conclusions = Vec::new();
+    for server in &specs {
+        let (found, limit_run) = find_limit(
+            server,
+            &base,
+            &options,
+            &params,
+            &criteria,
+            &out.join(&server.name),
+        )?;
+        conclusions.push(found.describe());
+        at_limit.extend(limit_run);
+    }
+    if at_limit.len() > 1 {
+        write_json(
+            &out.join("limits.json"),
+            &serde_json::json!({ "runs": &at_limit, "ratios": report::ratios(&at_limit) }),
+        )?;
+        write_reports(
+            &out,
+            &at_limit,
+            "kiln-bench limit: each server at its limit",
+        )?;
+    }
+    for conclusion in &conclusions {
+        println!("{conclusion}");
+    }
+    Ok(if at_limit.len() == specs.len() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
+}
+
+/// One server's search: every step is a whole [`run::run`] in its own
+/// directory under `dir`, judged by [`limit::judge`]. Writes each step's
+/// `run.json`, the search's `limit.json` and a report of all steps; returns
+/// the search and the run at the limit.
+fn find_limit(
+    server: &servers::ServerSpec,
+    base: &FleetSpec,
+    options: &RunOptions,
+    params: &limit::SearchParams,
+    criteria: &limit::Criteria,
+    dir: &Path,
+) -> Result<(limit::LimitReport, Option<RunReport>), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mut runs: Vec<RunReport> = Vec::new();
+    let mut steps = Vec::new();
+    let mut failure = None;
+    let found = limit::search(params, |targets| {
+        // After a failure to write, the remaining steps end at once.
+        if failure.is_some() {
+            return false;
+        }
+        let spec = FleetSpec {
+            targets,
+            ..base.clone()
+        };
+        let step_dir = dir.join(format!("step{:02}-{targets}", steps.len() + 1));
+        eprintln!(
+            "kiln-bench limit: {} step {}: {targets} targets, {} series every {} ms",
+            server.name,
+            steps.len() + 1,
+            spec.total_series(),
+            spec.interval_ms
+        );
+        let report = match std::fs::create_dir_all(&step_dir) {
+            Ok(()) => run::run(&spec, server, options, &step_dir),
+            Err(e) => {
+                failure.get_or_insert(format!("{}: {e}", step_dir.display()));
+                return false;
+            }
+        };
+        let verdict = limit::judge(&report, criteria);
+        let run_path = step_dir.join("run.json");
+        if let Err(e) = write_json(&run_path, &report) {
+            failure.get_or_insert(e);
+        }
+        eprintln!(
+            "kiln-bench limit: {} at {targets} targets: {}",
+            server.name,
+            if verdict.sustained {
+                "sustained".to_owned()
+            } else {
+                format!("not sustained: {}", verdict.failures())
+            }
+        );
+        let sustained = verdict.sustained;
+        steps.push(limit::LimitStep {
+            targets,
+            series: spec.total_series(),
+            offered_samples_per_s: report.offered_samples_per_s,
+            verdict,
+            run: run_path.display().to_string(),
+        });
+        runs.push(report);
+        sustained
+    });
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    let result = limit::LimitReport::new(
+        &server.name,
+        base.clone(),
+        criteria.clone(),
+        params.clone(),
+        &found,
+        steps,
+    );
+    write_json(&dir.join("limit.json"), &result)?;
+    write_reports(dir, &runs, &format!("kiln-bench limit: {}", server.name))?;
+    let limit_run = found
+        .limit
+        .and_then(|n| runs.into_iter().find(|r| r.fleet.targets == n));
+    Ok((result, limit_run))
 }
 
 /// Costs from a run's JSON (`run.json`, a server's file of a compare), a

@@ -110,6 +110,21 @@ fn rows() -> Vec<Row> {
             fmt_opt(s(r).other_load_cores, 2)
         }),
         ("targets down (up == 0)", |r| fmt_opt(s(r).targets_down, 0)),
+        ("scrapes on time (%, whole intervals)", |r| {
+            match (s(r).scrapes_on_time, s(r).scrape_intervals) {
+                (Some(share), Some(n)) => format!("{:.2} ({n})", share * 100.0),
+                _ => "-".to_owned(),
+            }
+        }),
+        ("failed scrapes in the window", |r| {
+            fmt_opt(s(r).failed_scrapes, 0)
+        }),
+        ("fleet: gzip responses / compressions", |r| {
+            r.fleet_scrapes.as_ref().map_or_else(
+                || "-".to_owned(),
+                |f| format!("{}/{}", f.gzip_responses, f.compressions),
+            )
+        }),
         ("query median (ms)", |r| fmt_opt(s(r).query_median_ms, 1)),
         ("query load: sent / failed", |r| {
             r.query_load

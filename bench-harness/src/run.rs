@@ -20,9 +20,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::config;
+use crate::fleet::{self, ScrapeStats};
 use crate::httpc;
 use crate::load::{self, QueryLoadResult};
-use crate::model::{FleetSpec, TargetKind};
+use crate::model::{self, FleetSpec, TargetKind};
 use crate::process::{self, Supervised};
 use crate::servers::{self, ServerSpec};
 
@@ -109,6 +110,20 @@ pub struct Summary {
     pub other_load_cores: Option<f64>,
     pub targets_down: Option<f64>,
     pub query_median_ms: Option<f64>,
+    /// Of the (target, scrape interval) pairs over the whole intervals
+    /// inside the steady window, the share the fleet saw scraped (see
+    /// [`scrapes_on_time`]).
+    #[serde(default)]
+    pub scrapes_on_time: Option<f64>,
+    /// How many whole intervals that share is taken over.
+    #[serde(default)]
+    pub scrape_intervals: Option<usize>,
+    /// Increase of the server's failed-scrapes counter over the window.
+    #[serde(default)]
+    pub failed_scrapes: Option<f64>,
+    /// RSS at the window's end over RSS at its start, minus 1.
+    #[serde(default)]
+    pub rss_growth: Option<f64>,
 }
 
 /// Everything a run produced; serialised as `run.json`.
@@ -125,6 +140,9 @@ pub struct RunReport {
     pub duration_s: f64,
     pub warmup_s: f64,
     pub started_unix_ms: i64,
+    /// Unix milliseconds at which the server was started (its `t_s` 0).
+    #[serde(default)]
+    pub server_started_unix_ms: Option<i64>,
     pub ready_after_s: Option<f64>,
     pub outcome: Outcome,
     pub samples: Vec<Sample>,
@@ -132,6 +150,10 @@ pub struct RunReport {
     /// The query load sent during the measurement, when asked for.
     #[serde(default)]
     pub query_load: Option<QueryLoadResult>,
+    /// The fleet's account of the scrapes it received, read at the end of
+    /// the measurement.
+    #[serde(default)]
+    pub fleet_scrapes: Option<ScrapeStats>,
     pub summary: Summary,
 }
 
@@ -250,6 +272,7 @@ pub fn run(
         duration_s: options.duration.as_secs_f64(),
         warmup_s: options.warmup.as_secs_f64(),
         started_unix_ms,
+        server_started_unix_ms: None,
         ready_after_s: None,
         outcome: Outcome {
             status: "completed".to_owned(),
@@ -259,6 +282,7 @@ pub fn run(
         samples: Vec::new(),
         queries: Vec::new(),
         query_load: None,
+        fleet_scrapes: None,
         summary: Summary::default(),
     };
     let fail = |report: &mut RunReport, status: &str, detail: String, log: Option<&Path>| {
@@ -347,6 +371,7 @@ pub fn run(
         }
     };
     let started = Instant::now();
+    report.server_started_unix_ms = Some(unix_ms());
     let pid = child.pid();
 
     // Readiness, bounded by the timeout.
@@ -425,11 +450,19 @@ pub fn run(
         }
     }
     progress.done();
+    report.fleet_scrapes = fleet_scrapes(&runtime, fleet.port);
     report.query_load = query_load.map(load::QueryLoad::finish);
     if report.outcome.status == "completed" {
         report.queries = time_queries(&runtime, addr, options, ready_at, started);
     }
     finish(report, child, fleet, &data_dir, options)
+}
+
+/// The fleet's scrape accounting, from its first target's address.
+fn fleet_scrapes(runtime: &tokio::runtime::Runtime, port: u16) -> Option<ScrapeStats> {
+    let addr = SocketAddr::from((model::target_addr(0), port));
+    let reply = runtime.block_on(httpc::get(addr, fleet::STATS_PATH, Duration::from_secs(5)));
+    serde_json::from_str(&reply.ok().filter(|r| r.status == 200)?.body).ok()
 }
 
 fn take_sample(
@@ -654,6 +687,15 @@ pub fn summarise(report: &RunReport) -> Summary {
     if let (Some(a), Some(b)) = (first.fleet_cpu_s, last.fleet_cpu_s) {
         summary.fleet_cpu_cores = per_s(a, b);
     }
+    if let (Some(a), Some(b)) = (first.failed_scrapes, last.failed_scrapes) {
+        summary.failed_scrapes = Some(b - a);
+    }
+    summary.rss_growth = (first.rss_bytes > 0 && window > 0.0)
+        .then(|| last.rss_bytes as f64 / first.rss_bytes as f64 - 1.0);
+    if let Some((share, intervals)) = scrapes_on_time(report, first.t_s, last.t_s) {
+        summary.scrapes_on_time = Some(share);
+        summary.scrape_intervals = Some(intervals);
+    }
     if let (Some(a), Some(b), Some(server), Some(fleet)) = (
         first.host_busy_s,
         last.host_busy_s,
@@ -676,6 +718,32 @@ pub fn summarise(report: &RunReport) -> Summary {
         .collect();
     summary.query_median_ms = median(&medians);
     summary
+}
+
+/// Of every (target, slot) pair whose slot lies wholly between `from_s` and
+/// `to_s` (seconds since the server started), the share the fleet saw
+/// scraped, and the number of such slots. A server that keeps up scrapes
+/// each target once per interval, so each of those slots counts every
+/// target; a scrape that comes later than its interval leaves a gap.
+/// `None` without the fleet's counts or without one whole slot.
+pub fn scrapes_on_time(report: &RunReport, from_s: f64, to_s: f64) -> Option<(f64, usize)> {
+    let stats = report.fleet_scrapes.as_ref()?;
+    let started = report.server_started_unix_ms?;
+    let spec = &report.fleet;
+    let interval = i64::try_from(spec.interval_ms).ok()?.max(1);
+    let since_origin = |t_s: f64| started + (t_s * 1000.0).round() as i64 - spec.origin_ms;
+    // First slot starting at or after `from_s`; slots ending by `to_s`.
+    let first = (since_origin(from_s).max(0) + interval - 1).div_euclid(interval);
+    let end = since_origin(to_s).div_euclid(interval);
+    if end <= first || spec.targets == 0 {
+        return None;
+    }
+    let slots = usize::try_from(end - first).ok()?;
+    let first = usize::try_from(first).ok()?;
+    let scraped: u64 = (first..first + slots)
+        .map(|slot| u64::from(stats.targets_per_slot.get(slot).copied().unwrap_or(0)))
+        .sum();
+    Some((scraped as f64 / (spec.targets * slots) as f64, slots))
 }
 
 /// What a reader of the report should distrust or check: a server that
@@ -792,7 +860,7 @@ pub fn default_out_dir(label: &str) -> PathBuf {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn sample(t_s: f64, cpu_s: f64, appended: f64, rss: u64) -> Sample {
@@ -839,9 +907,10 @@ mod tests {
         );
     }
 
-    #[test]
-    fn summary_uses_the_steady_window() {
-        let mut report = RunReport {
+    /// A completed run of a 1-target fleet at 15 s: ready at 2 s, 10 s of
+    /// warm-up, ticks every 10 s from 5 s to 35 s.
+    pub(crate) fn fixture() -> RunReport {
+        RunReport {
             kiln_bench_version: String::new(),
             server: "x".into(),
             command: vec![],
@@ -863,6 +932,7 @@ mod tests {
             duration_s: 30.0,
             warmup_s: 10.0,
             started_unix_ms: 0,
+            server_started_unix_ms: Some(0),
             ready_after_s: Some(2.0),
             outcome: Outcome {
                 status: "completed".into(),
@@ -878,8 +948,14 @@ mod tests {
             ],
             queries: vec![],
             query_load: None,
+            fleet_scrapes: None,
             summary: Summary::default(),
-        };
+        }
+    }
+
+    #[test]
+    fn summary_uses_the_steady_window() {
+        let mut report = fixture();
         report.summary = summarise(&report);
         assert_eq!(
             warnings(&report),
@@ -927,5 +1003,43 @@ mod tests {
         report.summary = summarise(&report);
         assert_eq!(report.summary.steady_from_s, Some(5.0));
         assert_eq!(report.summary.samples_per_s, Some(31_000.0 / 40.0));
+    }
+
+    #[test]
+    fn scrapes_on_time_counts_whole_intervals_in_the_window() {
+        let mut report = fixture();
+        report.fleet.targets = 4;
+        // Slots of 15 s from the origin; the server started 1 s after it.
+        report.fleet.origin_ms = 1_000_000;
+        report.server_started_unix_ms = Some(1_001_000);
+        report.fleet_scrapes = Some(ScrapeStats {
+            targets_per_slot: vec![4, 4, 3, 4, 2, 4],
+            ..ScrapeStats::default()
+        });
+        // 14 s → 44 s since the start is 15 s → 45 s since the origin:
+        // slots 1 and 2 lie wholly inside (slot 0 started before, slot 3
+        // had not ended).
+        assert_eq!(scrapes_on_time(&report, 14.0, 44.0), Some((7.0 / 8.0, 2)));
+        // 14 s → 59 s: slots 1, 2 and 3.
+        assert_eq!(scrapes_on_time(&report, 14.0, 59.0), Some((11.0 / 12.0, 3)));
+        // Slots past the fleet's last count were not scraped at all.
+        assert_eq!(scrapes_on_time(&report, 74.0, 104.0), Some((4.0 / 8.0, 2)));
+        // Less than one whole slot, or no counts: unknown.
+        assert_eq!(scrapes_on_time(&report, 15.0, 28.0), None);
+        report.fleet_scrapes = None;
+        assert_eq!(scrapes_on_time(&report, 14.0, 44.0), None);
+    }
+
+    #[test]
+    fn summary_takes_failed_scrapes_and_rss_growth_over_the_window() {
+        let mut report = fixture();
+        for (sample, failed) in report.samples.iter_mut().zip([7.0, 8.0, 8.0, 9.0]) {
+            sample.failed_scrapes = Some(failed);
+        }
+        report.summary = summarise(&report);
+        // The window is 15 s → 35 s: RSS 30 → 40, failed 8 → 9.
+        assert_eq!(report.summary.failed_scrapes, Some(1.0));
+        let growth = report.summary.rss_growth.unwrap();
+        assert!((growth - 1.0 / 3.0).abs() < 1e-12, "{growth}");
     }
 }
