@@ -182,7 +182,7 @@ pub fn judge(run: &RunReport, criteria: &Criteria) -> Verdict {
     let fleet = s.fleet_cpu_cores.unwrap_or(0.0);
     let budget = criteria.max_cpu_share * (criteria.cores - fleet);
     let required = format!(
-        "≤ {budget:.2} cores ({:.0} % of {} cores − the fleet's {fleet:.2})",
+        "≤ {budget:.3} cores ({:.0} % of {} cores − the fleet's {fleet:.3})",
         criteria.max_cpu_share * 100.0,
         criteria.cores
     );
@@ -190,7 +190,7 @@ pub fn judge(run: &RunReport, criteria: &Criteria) -> Verdict {
         Some(cores) => check(
             "CPU",
             cores <= budget,
-            format!("{cores:.2} cores"),
+            format!("{cores:.3} cores"),
             required,
         ),
         None => unmeasured("CPU", "no steady window", required),

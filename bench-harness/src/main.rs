@@ -616,6 +616,10 @@ fn limit_command(args: &LimitArgs) -> Result<ExitCode, String> {
         at_limit.extend(limit_run);
     }
     if at_limit.len() > 1 {
+        // Ratios against Prometheus when it is among them, as in `compare`.
+        if let Some(i) = at_limit.iter().position(|r| r.server == "prometheus") {
+            at_limit[..=i].rotate_right(1);
+        }
         write_json(
             &out.join("limits.json"),
             &serde_json::json!({ "runs": &at_limit, "ratios": report::ratios(&at_limit) }),
