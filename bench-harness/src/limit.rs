@@ -380,6 +380,9 @@ impl LimitReport {
                 "\n  the limit is at least that: --max-targets {} was reached",
                 self.search.max
             )),
+            (None, End::OutOfSteps) if self.limit.is_some() => out.push_str(
+                "\n  the limit is at least that: --max-steps ran out before a step failed",
+            ),
             (None, _) => {}
         }
         out.push_str(&format!(
@@ -388,7 +391,9 @@ impl LimitReport {
                 End::Bracketed => "bracketed within --precision",
                 End::ReachedMax => "reached --max-targets",
                 End::NothingSustained => "nothing sustained down to 1 target",
-                End::OutOfSteps => "out of --max-steps (the bracket is wider than --precision)",
+                End::OutOfSteps if self.unsustained.is_some() =>
+                    "out of --max-steps (the bracket is wider than --precision)",
+                End::OutOfSteps => "out of --max-steps",
             },
             self.steps.len()
         ));
@@ -477,6 +482,56 @@ mod tests {
         let (lo, hi) = (found.limit.unwrap_or(0), found.unsustained.unwrap());
         assert!(lo < hi);
         assert!(found.steps.len() <= params().max_steps);
+    }
+
+    #[test]
+    fn the_conclusion_names_the_failed_criterion_or_the_bound() {
+        let criteria = Criteria::new(2.0);
+        let step = |targets: usize, run: &RunReport| LimitStep {
+            targets,
+            series: targets * 200,
+            offered_samples_per_s: targets as f64 * 100.0,
+            verdict: judge(run, &criteria),
+            run: format!("step-{targets}/run.json"),
+        };
+        let good = sustained_run();
+        let mut slow = sustained_run();
+        slow.summary.scrapes_on_time = Some(0.9);
+        let mut fleet = good.fleet.clone();
+        fleet.series_per_target = 200;
+        fleet.interval_ms = 2_000;
+        let p = SearchParams {
+            from: 10,
+            max_steps: 2,
+            ..params()
+        };
+        let found = search(&p, |n| n <= 10);
+        let steps = vec![step(10, &good), step(20, &slow)];
+        let report = LimitReport::new(
+            "x",
+            fleet.clone(),
+            criteria.clone(),
+            p.clone(),
+            &found,
+            steps,
+        );
+        assert_eq!(report.limit.as_ref().map(|s| s.targets), Some(10));
+        assert_eq!(
+            report.describe(),
+            "x: sustains 10 targets × 200 series every 2 s (1000 samples/s offered)\n  \
+             not at 20 targets (2000 samples/s): scrapes on time: 90.00 % of 4 targets × 4 \
+             intervals (needs ≥ 99.0 %)\n  \
+             search ended: out of --max-steps (the bracket is wider than --precision) after 2 steps"
+        );
+        // Every step sustained when the steps run out: a lower bound only.
+        let found = search(&p, |_| true);
+        let steps = vec![step(10, &good), step(20, &good)];
+        let report = LimitReport::new("x", fleet, criteria, p, &found, steps);
+        assert!(report.describe().ends_with(
+            "(2000 samples/s offered)\n  \
+             the limit is at least that: --max-steps ran out before a step failed\n  \
+             search ended: out of --max-steps after 2 steps"
+        ));
     }
 
     /// A run that meets every criterion on a 2-core machine: 4 targets at
