@@ -346,6 +346,9 @@ fn ingest(
     })
 }
 
+/// Bytes of each target connection's read buffer.
+const READ_BUFFER: usize = 16 * 1024;
+
 /// One target's HTTP client: a single keep-alive connection, reopened
 /// when it breaks.
 struct Client {
@@ -377,7 +380,14 @@ impl Client {
             .await
             .map_err(|e| format!("Get \"{uri}\": dial tcp {host}:{port}: {e}"))?;
         let _ = stream.set_nodelay(true);
-        let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        // A fixed read buffer: hyper's adaptive one grows to the body size
+        // (100+ KiB for a node_exporter) and keeps it between scrapes, which
+        // across thousands of idle keep-alive connections is a large share
+        // of the server's memory. The body is collected chunk by chunk, so
+        // a small buffer costs only a few more reads.
+        let (send, conn) = hyper::client::conn::http1::Builder::new()
+            .read_buf_exact_size(Some(READ_BUFFER))
+            .handshake(TokioIo::new(stream))
             .await
             .map_err(|e| format!("Get \"{uri}\": {e}"))?;
         tokio::task::spawn_local(async move {
