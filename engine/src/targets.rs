@@ -9,7 +9,9 @@
 //! Files of `file_sd_configs` are checked for changes every
 //! [`FILE_SD_CHECK`] (size and modification time, re-read only on change);
 //! `http_sd_configs` endpoints are fetched on that tick once their
-//! `refresh_interval` has passed, the first time at once.
+//! `refresh_interval` has passed, the first time at once, over HTTP or
+//! HTTPS (each endpoint's TLS client is built when the configuration is
+//! applied).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -21,6 +23,7 @@ use kiln_ingest::target::{INSTANCE_LABEL, Target};
 use tokio::sync::mpsc;
 use xxhash_rust::xxh3::xxh3_64;
 
+use crate::scrape::tls::{TlsClient, TlsSetup};
 use crate::scrape::{ScrapeCommand, ScrapeTarget};
 use crate::tsdb::owner;
 
@@ -42,12 +45,16 @@ pub struct TargetManager {
     jobs: Vec<(ScrapeConfig, JobDiscovery)>,
     /// When each job's `http_sd_configs[i]` is next fetched.
     http_due: Vec<Vec<Instant>>,
+    /// Each job's `http_sd_configs[i]` TLS client.
+    http_tls: Vec<Vec<TlsSetup>>,
     /// HTTP discovery fetches that failed.
     http_failures: u64,
     logical: usize,
     commands: Vec<mpsc::UnboundedSender<ScrapeCommand>>,
     /// Each job's authorization header, computed once per configuration.
     auth: BTreeMap<String, Option<String>>,
+    /// Each job's TLS client, built once per configuration.
+    tls: BTreeMap<String, TlsSetup>,
 }
 
 impl TargetManager {
@@ -56,10 +63,12 @@ impl TargetManager {
         TargetManager {
             jobs: Vec::new(),
             http_due: Vec::new(),
+            http_tls: Vec::new(),
             http_failures: 0,
             logical,
             commands,
             auth: BTreeMap::new(),
+            tls: BTreeMap::new(),
         }
     }
 
@@ -69,6 +78,30 @@ impl TargetManager {
             .scrape_configs
             .iter()
             .map(|sc| (sc.job_name.clone(), authorization(&sc.job_name, &sc.http)))
+            .collect();
+        self.tls = cfg
+            .scrape_configs
+            .iter()
+            .map(|sc| {
+                let what = format!("job {}", sc.job_name);
+                (
+                    sc.job_name.clone(),
+                    TlsClient::setup(&sc.http.tls_config, &what),
+                )
+            })
+            .collect();
+        self.http_tls = cfg
+            .scrape_configs
+            .iter()
+            .map(|sc| {
+                sc.http_sd_configs
+                    .iter()
+                    .map(|h| {
+                        let what = format!("job {}: http_sd {}", sc.job_name, h.url);
+                        TlsClient::setup(&h.http.tls_config, &what)
+                    })
+                    .collect()
+            })
             .collect();
         let now = Instant::now();
         self.http_due = cfg
@@ -111,13 +144,16 @@ impl TargetManager {
                 *due = now + h.refresh_interval;
                 let timeout = h.refresh_interval.min(HTTP_SD_TIMEOUT);
                 let auth = authorization(&sc.job_name, &h.http);
-                let fetched =
-                    tokio::time::timeout(timeout, http_get(&h.url, auth, h.refresh_interval))
-                        .await
-                        .unwrap_or_else(|_| {
-                            Err(format!("Get {:?}: timed out after {timeout:?}", h.url))
-                        })
-                        .and_then(|body| decode_http_sd(&h.url, &body).map_err(|e| e.to_string()));
+                let Some(tls) = self.http_tls.get(j).and_then(|v| v.get(i)) else {
+                    continue;
+                };
+                let get = http_get(&h.url, auth, tls, h.refresh_interval);
+                let fetched = tokio::time::timeout(timeout, get)
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(format!("Get {:?}: timed out after {timeout:?}", h.url))
+                    })
+                    .and_then(|body| decode_http_sd(&h.url, &body).map_err(|e| e.to_string()));
                 match fetched {
                     Ok(groups) => d.set_http_groups(i, groups),
                     Err(e) => {
@@ -162,8 +198,12 @@ impl TargetManager {
                 continue;
             }
             let auth = self.auth.get(&sc.job_name).cloned().flatten();
+            let tls = match self.tls.get(&sc.job_name) {
+                Some(t) => t.clone(),
+                None => TlsClient::setup(&sc.http.tls_config, &sc.job_name),
+            };
             for t in set.active {
-                let st = scrape_target(sc, t, auth.clone(), self.logical);
+                let st = scrape_target(sc, t, auth.clone(), tls.clone(), self.logical);
                 per_thread[owner(st.shard, threads)].push(st);
             }
         }
@@ -178,6 +218,7 @@ fn scrape_target(
     sc: &ScrapeConfig,
     t: Target,
     authorization: Option<String>,
+    tls: TlsSetup,
     logical: usize,
 ) -> ScrapeTarget {
     let instance = t.labels.get(INSTANCE_LABEL).unwrap_or_default().to_owned();
@@ -208,6 +249,7 @@ fn scrape_target(
         timeout: t.scrape_timeout,
         body_size_limit: sc.body_size_limit,
         authorization,
+        tls,
         settings,
     }
 }
@@ -218,32 +260,45 @@ const HTTP_SD_TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest HTTP discovery response read.
 const HTTP_SD_MAX_BODY: usize = 64 << 20;
 
-/// GETs an HTTP discovery endpoint (plain HTTP; TLS is not wired in yet).
+/// GETs an HTTP discovery endpoint over HTTP or HTTPS.
 async fn http_get(
     url: &str,
     authorization: Option<String>,
+    tls: &TlsSetup,
     refresh: Duration,
 ) -> Result<Vec<u8>, String> {
     use http_body_util::{BodyExt, Empty, Limited};
     let uri: http::Uri = url
         .parse()
         .map_err(|e| format!("invalid URL {url:?}: {e}"))?;
-    if uri.scheme_str() != Some("http") {
-        return Err(format!(
-            "{url:?}: only http:// discovery URLs are supported yet"
-        ));
-    }
+    let tls = match uri.scheme_str() {
+        Some("http") => None,
+        Some("https") => Some(tls.as_ref().map_err(|e| format!("tls_config: {e}"))?),
+        _ => return Err(format!("{url:?}: the URL must be http:// or https://")),
+    };
     let host = uri.host().ok_or_else(|| format!("{url:?} has no host"))?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    let port = uri.port_u16().unwrap_or(80);
+    let port = uri
+        .port_u16()
+        .unwrap_or(if tls.is_some() { 443 } else { 80 });
     let stream = tokio::net::TcpStream::connect((host, port))
         .await
         .map_err(|e| format!("Get {url:?}: {e}"))?;
-    let (mut send, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .map_err(|e| format!("Get {url:?}: {e}"))?;
-    let conn = tokio::spawn(conn);
+    let (mut send, conn) = match tls {
+        None => handshake(stream).await,
+        Some(c) => {
+            let stream = c
+                .connect(stream, host)
+                .await
+                .map_err(|e| format!("Get {url:?}: {e}"))?;
+            handshake(stream).await
+        }
+    }
+    .map_err(|e| format!("Get {url:?}: {e}"))?;
+    let describe = |e: &(dyn std::error::Error + 'static)| {
+        tls.and_then(|c| c.describe(e))
+            .unwrap_or_else(|| e.to_string())
+    };
     let mut req = http::Request::get(uri.path_and_query().map_or("/", |p| p.as_str()))
         .header(
             http::header::HOST,
@@ -264,10 +319,10 @@ async fn http_get(
     let req = req
         .body(Empty::<bytes::Bytes>::new())
         .map_err(|e| format!("building request: {e}"))?;
-    let resp = send
-        .send_request(req)
-        .await
-        .map_err(|e| format!("Get {url:?}: {e}"))?;
+    let resp = send.send_request(req).await.map_err(|e| {
+        conn.abort();
+        format!("Get {url:?}: {}", describe(&e))
+    })?;
     if resp.status() != http::StatusCode::OK {
         conn.abort();
         return Err(format!("server returned HTTP status {}", resp.status()));
@@ -275,10 +330,29 @@ async fn http_get(
     let body = Limited::new(resp.into_body(), HTTP_SD_MAX_BODY)
         .collect()
         .await
-        .map_err(|e| format!("reading {url:?}: {e}"))?
+        .map_err(|e| format!("reading {url:?}: {}", describe(&*e)))?
         .to_bytes();
     conn.abort();
     Ok(body.to_vec())
+}
+
+/// HTTP/1.1 over `io`; the connection runs as a task, aborted by the
+/// caller when done.
+async fn handshake<T>(
+    io: T,
+) -> Result<
+    (
+        hyper::client::conn::http1::SendRequest<http_body_util::Empty<bytes::Bytes>>,
+        tokio::task::JoinHandle<Result<(), hyper::Error>>,
+    ),
+    hyper::Error,
+>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let (send, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io)).await?;
+    Ok((send, tokio::spawn(conn)))
 }
 
 /// The `Authorization` header sent with `http`'s settings, if any.
