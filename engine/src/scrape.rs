@@ -110,8 +110,26 @@ pub struct TargetStatus {
     pub metadata: Mutex<Arc<BTreeMap<String, Metadata>>>,
 }
 
-/// All targets of all shards, for `/api/v1/targets`.
-pub type TargetRegistry = Mutex<HashMap<u64, Arc<TargetStatus>>>;
+/// What `/api/v1/targets` shows: every shard's running targets, and the
+/// targets relabeling dropped.
+#[derive(Debug, Default)]
+pub struct TargetRegistry {
+    /// The targets being scraped, all shards, by [`ScrapeTarget::key`].
+    pub active: Mutex<HashMap<u64, Arc<TargetStatus>>>,
+    /// Per scrape pool (job), the targets `relabel_configs` dropped at the
+    /// last discovery change; replaced whole by the main thread.
+    pub dropped: Mutex<BTreeMap<String, DroppedTargets>>,
+}
+
+/// The targets one scrape pool's relabeling dropped.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DroppedTargets {
+    /// Their discovered labels, the first `keep_dropped_targets` of them
+    /// in discovery order.
+    pub kept: Vec<Labels>,
+    /// How many were dropped in all.
+    pub count: usize,
+}
 
 /// Commands to a shard's scrape manager.
 #[derive(Debug)]
@@ -157,7 +175,7 @@ pub async fn run_manager(
                     if let Some(l) = running.remove(&k) {
                         stop_loop(l).await;
                     }
-                    registry.lock().remove(&k);
+                    registry.active.lock().remove(&k);
                 }
                 for (k, t) in wanted {
                     if let Some(l) = running.get(&k) {
@@ -187,7 +205,7 @@ pub async fn run_manager(
                         }),
                         metadata: Mutex::default(),
                     });
-                    registry.lock().insert(k, status.clone());
+                    registry.active.lock().insert(k, status.clone());
                     let (stop, stopped) = oneshot::channel();
                     tokio::task::spawn_local(scrape_loop(
                         status,

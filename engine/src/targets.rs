@@ -6,14 +6,17 @@
 //! runtime thread the complete list it must scrape; the shard's scrape
 //! manager diffs it against its running loops by [`ScrapeTarget::key`], so a
 //! target whose labels, URL and job settings are unchanged keeps its loop.
-//! Files of `file_sd_configs` are checked for changes every
-//! [`FILE_SD_CHECK`] (size and modification time, re-read only on change);
+//! Files of `file_sd_configs` are re-read as soon as inotify reports a
+//! change in their directory ([`TargetManager::file_changes`]), checked
+//! every [`FILE_SD_CHECK`] as a fallback (size and modification time,
+//! re-read only on change) and re-read whole every `refresh_interval`;
 //! `http_sd_configs` endpoints are fetched on that tick once their
 //! `refresh_interval` has passed, the first time at once, over HTTP or
 //! HTTPS (each endpoint's TLS client is built when the configuration is
 //! applied).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kiln_ingest::config::{Config, HttpClientConfig, ScrapeConfig};
@@ -24,11 +27,20 @@ use tokio::sync::mpsc;
 use xxhash_rust::xxh3::xxh3_64;
 
 use crate::scrape::tls::{TlsClient, TlsSetup};
-use crate::scrape::{ScrapeCommand, ScrapeTarget};
+use crate::scrape::{DroppedTargets, ScrapeCommand, ScrapeTarget, TargetRegistry};
 use crate::tsdb::owner;
+
+mod file_watch;
+
+use self::file_watch::FileWatch;
 
 /// How often file_sd files are checked for changes.
 pub const FILE_SD_CHECK: Duration = Duration::from_secs(5);
+
+/// How many dropped targets a scrape pool keeps for `/api/v1/targets` when
+/// its `keep_dropped_targets` is 0. Prometheus keeps them all then; kiln
+/// bounds the memory (the count stays exact).
+pub const DEFAULT_KEEP_DROPPED: usize = 1000;
 
 /// The logical shard a target's samples go to:
 /// `hash(job, instance) % logical`.
@@ -55,11 +67,20 @@ pub struct TargetManager {
     auth: BTreeMap<String, Option<String>>,
     /// Each job's TLS client, built once per configuration.
     tls: BTreeMap<String, TlsSetup>,
+    /// Where the dropped targets are published.
+    registry: Arc<TargetRegistry>,
+    /// inotify on the file_sd directories, when available.
+    watch: Option<FileWatch>,
 }
 
 impl TargetManager {
-    /// A manager sending to the given shards' scrape managers.
-    pub fn new(logical: usize, commands: Vec<mpsc::UnboundedSender<ScrapeCommand>>) -> Self {
+    /// A manager sending to the given shards' scrape managers and
+    /// publishing dropped targets in `registry`.
+    pub fn new(
+        logical: usize,
+        commands: Vec<mpsc::UnboundedSender<ScrapeCommand>>,
+        registry: Arc<TargetRegistry>,
+    ) -> Self {
         TargetManager {
             jobs: Vec::new(),
             http_due: Vec::new(),
@@ -69,6 +90,8 @@ impl TargetManager {
             commands,
             auth: BTreeMap::new(),
             tls: BTreeMap::new(),
+            registry,
+            watch: FileWatch::new(),
         }
     }
 
@@ -114,6 +137,14 @@ impl TargetManager {
             .iter()
             .map(|sc| (sc.clone(), JobDiscovery::new(sc)))
             .collect();
+        if let Some(w) = &mut self.watch {
+            w.set_patterns(
+                cfg.scrape_configs
+                    .iter()
+                    .flat_map(|sc| &sc.file_sd_configs)
+                    .flat_map(|f| f.files.iter().map(String::as_str)),
+            );
+        }
         for (_, d) in &mut self.jobs {
             for e in d.refresh_files() {
                 log::error!("file discovery: {e}");
@@ -122,10 +153,35 @@ impl TargetManager {
         self.sync();
     }
 
+    /// Waits for inotify to report a change to a file_sd file, then
+    /// re-reads the changed files and re-deals targets if they changed.
+    /// Never returns when inotify is unavailable. Cancel-safe.
+    pub async fn file_changes(&mut self) {
+        let Some(w) = &mut self.watch else {
+            return std::future::pending().await;
+        };
+        for path in w.changed().await {
+            log::debug!("file discovery: change notice for {}", path.display());
+        }
+        let before: Vec<_> = self.jobs.iter().map(|(_, d)| d.targets()).collect();
+        for (_, d) in &mut self.jobs {
+            for e in d.refresh_files() {
+                log::error!("file discovery: {e}");
+            }
+        }
+        let after: Vec<_> = self.jobs.iter().map(|(_, d)| d.targets()).collect();
+        if before != after {
+            self.sync();
+        }
+    }
+
     /// Re-reads changed discovery files and fetches the HTTP discovery
     /// endpoints that are due; re-deals targets when any changed. A failed
     /// fetch keeps the endpoint's last good groups.
     pub async fn refresh(&mut self) {
+        if let Some(w) = &mut self.watch {
+            w.rewatch();
+        }
         let before: Vec<_> = self.jobs.iter().map(|(_, d)| d.targets()).collect();
         for (_, d) in &mut self.jobs {
             for e in d.refresh_files() {
@@ -183,8 +239,17 @@ impl TargetManager {
     pub fn sync(&self) {
         let threads = self.commands.len();
         let mut per_thread: Vec<Vec<ScrapeTarget>> = vec![Vec::new(); threads];
+        let mut dropped = BTreeMap::new();
         for (sc, d) in &self.jobs {
-            let set = d.targets();
+            let mut set = d.targets();
+            let keep = match sc.keep_dropped_targets {
+                0 => DEFAULT_KEEP_DROPPED,
+                n => usize::try_from(n).unwrap_or(usize::MAX),
+            };
+            let count = set.dropped.len();
+            set.dropped.truncate(keep);
+            let kept = std::mem::take(&mut set.dropped);
+            dropped.insert(sc.job_name.clone(), DroppedTargets { kept, count });
             for e in &set.errors {
                 log::warn!("job {}: {e}", sc.job_name);
             }
@@ -207,6 +272,7 @@ impl TargetManager {
                 per_thread[owner(st.shard, threads)].push(st);
             }
         }
+        *self.registry.dropped.lock() = dropped;
         for (tx, targets) in self.commands.iter().zip(per_thread) {
             // A shard that is gone is shutting down with the rest.
             let _ = tx.send(ScrapeCommand::SetTargets(targets));
@@ -455,7 +521,7 @@ mod tests {
         )
         .unwrap();
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let mut m = TargetManager::new(2, vec![tx]);
+        let mut m = TargetManager::new(2, vec![tx], Arc::default());
         m.apply(&cfg);
         let Some(ScrapeCommand::SetTargets(ts)) = rx.try_recv().ok() else {
             panic!("no targets sent");
