@@ -15,7 +15,12 @@
 //! of firing together. It keeps one keep-alive HTTP/1.1 connection to its
 //! target, sends Prometheus's `Accept` header (OpenMetrics first) and
 //! accepts gzip; the body is bounded by `body_size_limit` before and after
-//! decompression.
+//! decompression. An `https` target's connection is TLS with its job's
+//! [`tls::TlsClient`], built when the configuration is applied; a reload
+//! that rebuilds it hands the new one to the running loop, which reconnects
+//! with it (its cache and phase stay).
+
+pub mod tls;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
@@ -34,7 +39,10 @@ use kiln_ingest::exposition::Format;
 use kiln_ingest::scrape::{Metadata, ScrapeCache, ScrapeError, ScrapeSettings, ScrapeStats};
 use kiln_storage::Labels;
 use parking_lot::Mutex;
-use tokio::sync::{mpsc, oneshot};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use self::tls::{TlsClient, TlsSetup};
 
 use crate::selfmetrics::ScrapeCounters;
 use crate::state::ServerState;
@@ -68,6 +76,10 @@ pub struct ScrapeTarget {
     pub body_size_limit: u64,
     /// A ready `Authorization` header value, if the job sets one.
     pub authorization: Option<String>,
+    /// The job's TLS client (used when the URL is `https`), or why it
+    /// could not be built. Not part of [`ScrapeTarget::key`]: a rebuilt
+    /// client is handed to the running loop.
+    pub tls: TlsSetup,
     /// How samples are processed.
     pub settings: ScrapeSettings,
 }
@@ -98,8 +110,26 @@ pub struct TargetStatus {
     pub metadata: Mutex<Arc<BTreeMap<String, Metadata>>>,
 }
 
-/// All targets of all shards, for `/api/v1/targets`.
-pub type TargetRegistry = Mutex<HashMap<u64, Arc<TargetStatus>>>;
+/// What `/api/v1/targets` shows: every shard's running targets, and the
+/// targets relabeling dropped.
+#[derive(Debug, Default)]
+pub struct TargetRegistry {
+    /// The targets being scraped, all shards, by [`ScrapeTarget::key`].
+    pub active: Mutex<HashMap<u64, Arc<TargetStatus>>>,
+    /// Per scrape pool (job), the targets `relabel_configs` dropped at the
+    /// last discovery change; replaced whole by the main thread.
+    pub dropped: Mutex<BTreeMap<String, DroppedTargets>>,
+}
+
+/// The targets one scrape pool's relabeling dropped.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DroppedTargets {
+    /// Their discovered labels, the first `keep_dropped_targets` of them
+    /// in discovery order.
+    pub kept: Vec<Labels>,
+    /// How many were dropped in all.
+    pub count: usize,
+}
 
 /// Commands to a shard's scrape manager.
 #[derive(Debug)]
@@ -110,6 +140,16 @@ pub enum ScrapeCommand {
 
 struct RunningLoop {
     stop: oneshot::Sender<oneshot::Sender<()>>,
+    tls: watch::Sender<TlsSetup>,
+}
+
+/// Whether two TLS setups are the same build (a reload builds anew).
+fn same_tls(a: &TlsSetup, b: &TlsSetup) -> bool {
+    match (a, b) {
+        (Ok(a), Ok(b)) => Arc::ptr_eq(a, b),
+        (Err(a), Err(b)) => a == b,
+        _ => false,
+    }
 }
 
 /// Runs a shard's scrape loops, keeping them in step with the target sets
@@ -135,10 +175,17 @@ pub async fn run_manager(
                     if let Some(l) = running.remove(&k) {
                         stop_loop(l).await;
                     }
-                    registry.lock().remove(&k);
+                    registry.active.lock().remove(&k);
                 }
                 for (k, t) in wanted {
-                    if running.contains_key(&k) {
+                    if let Some(l) = running.get(&k) {
+                        l.tls.send_if_modified(|cur| {
+                            let changed = !same_tls(cur, &t.tls);
+                            if changed {
+                                cur.clone_from(&t.tls);
+                            }
+                            changed
+                        });
                         continue;
                     }
                     let Some(shard) = shards.iter().find(|s| s.id == t.shard).cloned() else {
@@ -149,6 +196,7 @@ pub async fn run_manager(
                         );
                         continue;
                     };
+                    let (tls, tls_rx) = watch::channel(t.tls.clone());
                     let status = Arc::new(TargetStatus {
                         target: t,
                         health: Mutex::new(TargetHealth {
@@ -157,10 +205,16 @@ pub async fn run_manager(
                         }),
                         metadata: Mutex::default(),
                     });
-                    registry.lock().insert(k, status.clone());
+                    registry.active.lock().insert(k, status.clone());
                     let (stop, stopped) = oneshot::channel();
-                    tokio::task::spawn_local(scrape_loop(status, shard, state.clone(), stopped));
-                    running.insert(k, RunningLoop { stop });
+                    tokio::task::spawn_local(scrape_loop(
+                        status,
+                        shard,
+                        state.clone(),
+                        stopped,
+                        tls_rx,
+                    ));
+                    running.insert(k, RunningLoop { stop, tls });
                 }
             }
         }
@@ -193,6 +247,7 @@ async fn scrape_loop(
     shard: Rc<LogicalShard>,
     state: Arc<ServerState>,
     mut stop: oneshot::Receiver<oneshot::Sender<()>>,
+    mut tls: watch::Receiver<TlsSetup>,
 ) {
     let t = &status.target;
     let interval_ms = t.interval.as_millis().max(1) as i64;
@@ -200,12 +255,18 @@ async fn scrape_loop(
     let first = delay_to_slot(unix_ms(SystemTime::now()), interval_ms, offset);
     let mut next = tokio::time::Instant::now() + Duration::from_millis(first as u64);
     let mut cache = ScrapeCache::new();
-    let mut client = Client::new(t);
+    let setup = tls.borrow_and_update().clone();
+    let mut client = Client::new(t, &setup);
     let mut metadata_version = cache.metadata_version();
     let done = loop {
         tokio::select! {
             _ = tokio::time::sleep_until(next) => {}
             done = &mut stop => break done.ok(),
+        }
+        if tls.has_changed().unwrap_or(false) {
+            // A reload rebuilt the TLS client: reconnect with the new one.
+            let setup = tls.borrow_and_update().clone();
+            client = Client::new(t, &setup);
         }
         let started = SystemTime::now();
         let t0 = unix_ms(started);
@@ -346,59 +407,88 @@ fn ingest(
     })
 }
 
+/// Bytes of each target connection's read buffer.
+const READ_BUFFER: usize = 16 * 1024;
+
 /// One target's HTTP client: a single keep-alive connection, reopened
-/// when it breaks.
+/// when it breaks; TLS for an `https` URL.
 struct Client {
     uri: Result<Uri, String>,
+    /// The TLS client, for an `https` URL.
+    tls: Option<Arc<TlsClient>>,
     conn: Option<SendRequest<Empty<Bytes>>>,
 }
 
 impl Client {
-    fn new(t: &ScrapeTarget) -> Client {
+    fn new(t: &ScrapeTarget, setup: &TlsSetup) -> Client {
+        let mut tls = None;
         let uri = t
             .url
             .parse::<Uri>()
             .map_err(|e| format!("invalid target URL {:?}: {e}", t.url))
             .and_then(|u| match u.scheme_str() {
                 Some("http") => Ok(u),
-                Some(s) => Err(format!(
-                    "scheme {s:?} is not supported by kiln yet (see docs/compatibility.md)"
-                )),
+                Some("https") => {
+                    let c = setup.as_ref().map_err(|e| format!("tls_config: {e}"))?;
+                    tls = Some(c.clone());
+                    Ok(u)
+                }
+                Some(s) => Err(format!("unsupported scheme {s:?} in target URL")),
                 None => Err(format!("target URL {:?} has no scheme", t.url)),
             });
-        Client { uri, conn: None }
+        Client {
+            uri,
+            tls,
+            conn: None,
+        }
     }
 
-    async fn connect(uri: &Uri) -> Result<SendRequest<Empty<Bytes>>, String> {
+    async fn connect(
+        uri: &Uri,
+        tls: Option<&TlsClient>,
+    ) -> Result<SendRequest<Empty<Bytes>>, String> {
         let host = uri.host().ok_or("target URL has no host")?;
         let host = host.trim_start_matches('[').trim_end_matches(']');
-        let port = uri.port_u16().unwrap_or(80);
+        let port = uri
+            .port_u16()
+            .unwrap_or(if tls.is_some() { 443 } else { 80 });
         let stream = tokio::net::TcpStream::connect((host, port))
             .await
             .map_err(|e| format!("Get \"{uri}\": dial tcp {host}:{port}: {e}"))?;
         let _ = stream.set_nodelay(true);
-        let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| format!("Get \"{uri}\": {e}"))?;
-        tokio::task::spawn_local(async move {
-            let _ = conn.await;
-        });
-        Ok(send)
+        match tls {
+            None => handshake(stream, uri).await,
+            Some(c) => {
+                let stream = c
+                    .connect(stream, host)
+                    .await
+                    .map_err(|e| format!("Get \"{uri}\": {e}"))?;
+                handshake(stream, uri).await
+            }
+        }
+    }
+
+    /// The text of a request's failure, precise about TLS when that is
+    /// the cause.
+    fn failure(&self, uri: &Uri, e: &(dyn std::error::Error + 'static)) -> String {
+        let tls = self.tls.as_ref().and_then(|c| c.describe(e));
+        format!("Get \"{uri}\": {}", tls.unwrap_or_else(|| e.to_string()))
     }
 
     /// GETs the target; returns the (decompressed) body and its content
     /// type.
     async fn fetch(&mut self, t: &ScrapeTarget) -> Result<(Bytes, Option<String>), String> {
         let uri = self.uri.clone()?;
+        let tls = self.tls.clone();
         if self.conn.as_ref().is_none_or(|c| c.is_closed()) {
             self.conn = None;
-            self.conn = Some(Self::connect(&uri).await?);
+            self.conn = Some(Self::connect(&uri, tls.as_deref()).await?);
         }
         let Some(conn) = self.conn.as_mut() else {
             return Err("no connection".to_owned());
         };
         if conn.ready().await.is_err() {
-            self.conn = Some(Self::connect(&uri).await?);
+            self.conn = Some(Self::connect(&uri, tls.as_deref()).await?);
         }
         let Some(conn) = self.conn.as_mut() else {
             return Err("no connection".to_owned());
@@ -424,7 +514,7 @@ impl Client {
             Ok(r) => r,
             Err(e) => {
                 self.conn = None;
-                return Err(format!("Get \"{uri}\": {e}"));
+                return Err(self.failure(&uri, &e));
             }
         };
         let status = resp.status();
@@ -455,7 +545,8 @@ impl Client {
                 if e.is::<http_body_util::LengthLimitError>() {
                     format!("body size limit exceeded ({limit} bytes)")
                 } else {
-                    format!("reading body: {e}")
+                    let tls = self.tls.as_ref().and_then(|c| c.describe(&*e));
+                    format!("reading body: {}", tls.unwrap_or_else(|| e.to_string()))
                 }
             })?
             .to_bytes();
@@ -472,6 +563,27 @@ impl Client {
         }
         Ok((Bytes::from(out), content_type))
     }
+}
+
+/// HTTP/1.1 over `io`; the connection is driven by a task of this shard.
+async fn handshake<T>(io: T, uri: &Uri) -> Result<SendRequest<Empty<Bytes>>, String>
+where
+    T: AsyncRead + AsyncWrite + Unpin + 'static,
+{
+    // A fixed read buffer: hyper's adaptive one grows to the body size
+    // (100+ KiB for a node_exporter) and keeps it between scrapes, which
+    // across thousands of idle keep-alive connections is a large share of
+    // the server's memory. The body is collected chunk by chunk, so a small
+    // buffer costs only a few more reads.
+    let (send, conn) = hyper::client::conn::http1::Builder::new()
+        .read_buf_exact_size(Some(READ_BUFFER))
+        .handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| format!("Get \"{uri}\": {e}"))?;
+    tokio::task::spawn_local(async move {
+        let _ = conn.await;
+    });
+    Ok(send)
 }
 
 #[cfg(test)]

@@ -198,7 +198,7 @@ pub fn run(flags: ServerFlags) -> Result<(), ServerError> {
         }
         return Err(ServerError::Storage(e));
     }
-    let mut targets = TargetManager::new(logical, scrape_txs);
+    let mut targets = TargetManager::new(logical, scrape_txs, state.targets.clone());
     let parsed = state.config.read().parsed.clone();
     targets.apply(&parsed);
 
@@ -219,6 +219,9 @@ pub fn run(flags: ServerFlags) -> Result<(), ServerError> {
                 _ = term.recv() => { log::warn!("Received SIGTERM, exiting gracefully..."); break; }
                 _ = int.recv() => { log::warn!("Received SIGINT, exiting gracefully..."); break; }
                 _ = hup.recv() => { let _ = reload(&state, &self_addr, &mut targets); }
+                _ = targets.file_changes() => {
+                    state.metrics.set_file_sd_read_errors(targets.file_failures());
+                }
                 _ = file_sd.tick() => {
                     targets.refresh().await;
                     state.metrics.set_file_sd_read_errors(targets.file_failures());

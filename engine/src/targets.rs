@@ -6,12 +6,17 @@
 //! runtime thread the complete list it must scrape; the shard's scrape
 //! manager diffs it against its running loops by [`ScrapeTarget::key`], so a
 //! target whose labels, URL and job settings are unchanged keeps its loop.
-//! Files of `file_sd_configs` are checked for changes every
-//! [`FILE_SD_CHECK`] (size and modification time, re-read only on change);
+//! Files of `file_sd_configs` are re-read as soon as inotify reports a
+//! change in their directory ([`TargetManager::file_changes`]), checked
+//! every [`FILE_SD_CHECK`] as a fallback (size and modification time,
+//! re-read only on change) and re-read whole every `refresh_interval`;
 //! `http_sd_configs` endpoints are fetched on that tick once their
-//! `refresh_interval` has passed, the first time at once.
+//! `refresh_interval` has passed, the first time at once, over HTTP or
+//! HTTPS (each endpoint's TLS client is built when the configuration is
+//! applied).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kiln_ingest::config::{Config, HttpClientConfig, ScrapeConfig};
@@ -21,11 +26,21 @@ use kiln_ingest::target::{INSTANCE_LABEL, Target};
 use tokio::sync::mpsc;
 use xxhash_rust::xxh3::xxh3_64;
 
-use crate::scrape::{ScrapeCommand, ScrapeTarget};
+use crate::scrape::tls::{TlsClient, TlsSetup};
+use crate::scrape::{DroppedTargets, ScrapeCommand, ScrapeTarget, TargetRegistry};
 use crate::tsdb::owner;
+
+mod file_watch;
+
+use self::file_watch::FileWatch;
 
 /// How often file_sd files are checked for changes.
 pub const FILE_SD_CHECK: Duration = Duration::from_secs(5);
+
+/// How many dropped targets a scrape pool keeps for `/api/v1/targets` when
+/// its `keep_dropped_targets` is 0. Prometheus keeps them all then; kiln
+/// bounds the memory (the count stays exact).
+pub const DEFAULT_KEEP_DROPPED: usize = 1000;
 
 /// The logical shard a target's samples go to:
 /// `hash(job, instance) % logical`.
@@ -42,24 +57,41 @@ pub struct TargetManager {
     jobs: Vec<(ScrapeConfig, JobDiscovery)>,
     /// When each job's `http_sd_configs[i]` is next fetched.
     http_due: Vec<Vec<Instant>>,
+    /// Each job's `http_sd_configs[i]` TLS client.
+    http_tls: Vec<Vec<TlsSetup>>,
     /// HTTP discovery fetches that failed.
     http_failures: u64,
     logical: usize,
     commands: Vec<mpsc::UnboundedSender<ScrapeCommand>>,
     /// Each job's authorization header, computed once per configuration.
     auth: BTreeMap<String, Option<String>>,
+    /// Each job's TLS client, built once per configuration.
+    tls: BTreeMap<String, TlsSetup>,
+    /// Where the dropped targets are published.
+    registry: Arc<TargetRegistry>,
+    /// inotify on the file_sd directories, when available.
+    watch: Option<FileWatch>,
 }
 
 impl TargetManager {
-    /// A manager sending to the given shards' scrape managers.
-    pub fn new(logical: usize, commands: Vec<mpsc::UnboundedSender<ScrapeCommand>>) -> Self {
+    /// A manager sending to the given shards' scrape managers and
+    /// publishing dropped targets in `registry`.
+    pub fn new(
+        logical: usize,
+        commands: Vec<mpsc::UnboundedSender<ScrapeCommand>>,
+        registry: Arc<TargetRegistry>,
+    ) -> Self {
         TargetManager {
             jobs: Vec::new(),
             http_due: Vec::new(),
+            http_tls: Vec::new(),
             http_failures: 0,
             logical,
             commands,
             auth: BTreeMap::new(),
+            tls: BTreeMap::new(),
+            registry,
+            watch: FileWatch::new(),
         }
     }
 
@@ -69,6 +101,30 @@ impl TargetManager {
             .scrape_configs
             .iter()
             .map(|sc| (sc.job_name.clone(), authorization(&sc.job_name, &sc.http)))
+            .collect();
+        self.tls = cfg
+            .scrape_configs
+            .iter()
+            .map(|sc| {
+                let what = format!("job {}", sc.job_name);
+                (
+                    sc.job_name.clone(),
+                    TlsClient::setup(&sc.http.tls_config, &what),
+                )
+            })
+            .collect();
+        self.http_tls = cfg
+            .scrape_configs
+            .iter()
+            .map(|sc| {
+                sc.http_sd_configs
+                    .iter()
+                    .map(|h| {
+                        let what = format!("job {}: http_sd {}", sc.job_name, h.url);
+                        TlsClient::setup(&h.http.tls_config, &what)
+                    })
+                    .collect()
+            })
             .collect();
         let now = Instant::now();
         self.http_due = cfg
@@ -81,6 +137,14 @@ impl TargetManager {
             .iter()
             .map(|sc| (sc.clone(), JobDiscovery::new(sc)))
             .collect();
+        if let Some(w) = &mut self.watch {
+            w.set_patterns(
+                cfg.scrape_configs
+                    .iter()
+                    .flat_map(|sc| &sc.file_sd_configs)
+                    .flat_map(|f| f.files.iter().map(String::as_str)),
+            );
+        }
         for (_, d) in &mut self.jobs {
             for e in d.refresh_files() {
                 log::error!("file discovery: {e}");
@@ -89,10 +153,35 @@ impl TargetManager {
         self.sync();
     }
 
+    /// Waits for inotify to report a change to a file_sd file, then
+    /// re-reads the changed files and re-deals targets if they changed.
+    /// Never returns when inotify is unavailable. Cancel-safe.
+    pub async fn file_changes(&mut self) {
+        let Some(w) = &mut self.watch else {
+            return std::future::pending().await;
+        };
+        for path in w.changed().await {
+            log::debug!("file discovery: change notice for {}", path.display());
+        }
+        let before: Vec<_> = self.jobs.iter().map(|(_, d)| d.targets()).collect();
+        for (_, d) in &mut self.jobs {
+            for e in d.refresh_files() {
+                log::error!("file discovery: {e}");
+            }
+        }
+        let after: Vec<_> = self.jobs.iter().map(|(_, d)| d.targets()).collect();
+        if before != after {
+            self.sync();
+        }
+    }
+
     /// Re-reads changed discovery files and fetches the HTTP discovery
     /// endpoints that are due; re-deals targets when any changed. A failed
     /// fetch keeps the endpoint's last good groups.
     pub async fn refresh(&mut self) {
+        if let Some(w) = &mut self.watch {
+            w.rewatch();
+        }
         let before: Vec<_> = self.jobs.iter().map(|(_, d)| d.targets()).collect();
         for (_, d) in &mut self.jobs {
             for e in d.refresh_files() {
@@ -111,13 +200,16 @@ impl TargetManager {
                 *due = now + h.refresh_interval;
                 let timeout = h.refresh_interval.min(HTTP_SD_TIMEOUT);
                 let auth = authorization(&sc.job_name, &h.http);
-                let fetched =
-                    tokio::time::timeout(timeout, http_get(&h.url, auth, h.refresh_interval))
-                        .await
-                        .unwrap_or_else(|_| {
-                            Err(format!("Get {:?}: timed out after {timeout:?}", h.url))
-                        })
-                        .and_then(|body| decode_http_sd(&h.url, &body).map_err(|e| e.to_string()));
+                let Some(tls) = self.http_tls.get(j).and_then(|v| v.get(i)) else {
+                    continue;
+                };
+                let get = http_get(&h.url, auth, tls, h.refresh_interval);
+                let fetched = tokio::time::timeout(timeout, get)
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(format!("Get {:?}: timed out after {timeout:?}", h.url))
+                    })
+                    .and_then(|body| decode_http_sd(&h.url, &body).map_err(|e| e.to_string()));
                 match fetched {
                     Ok(groups) => d.set_http_groups(i, groups),
                     Err(e) => {
@@ -147,8 +239,17 @@ impl TargetManager {
     pub fn sync(&self) {
         let threads = self.commands.len();
         let mut per_thread: Vec<Vec<ScrapeTarget>> = vec![Vec::new(); threads];
+        let mut dropped = BTreeMap::new();
         for (sc, d) in &self.jobs {
-            let set = d.targets();
+            let mut set = d.targets();
+            let keep = match sc.keep_dropped_targets {
+                0 => DEFAULT_KEEP_DROPPED,
+                n => usize::try_from(n).unwrap_or(usize::MAX),
+            };
+            let count = set.dropped.len();
+            set.dropped.truncate(keep);
+            let kept = std::mem::take(&mut set.dropped);
+            dropped.insert(sc.job_name.clone(), DroppedTargets { kept, count });
             for e in &set.errors {
                 log::warn!("job {}: {e}", sc.job_name);
             }
@@ -162,11 +263,16 @@ impl TargetManager {
                 continue;
             }
             let auth = self.auth.get(&sc.job_name).cloned().flatten();
+            let tls = match self.tls.get(&sc.job_name) {
+                Some(t) => t.clone(),
+                None => TlsClient::setup(&sc.http.tls_config, &sc.job_name),
+            };
             for t in set.active {
-                let st = scrape_target(sc, t, auth.clone(), self.logical);
+                let st = scrape_target(sc, t, auth.clone(), tls.clone(), self.logical);
                 per_thread[owner(st.shard, threads)].push(st);
             }
         }
+        *self.registry.dropped.lock() = dropped;
         for (tx, targets) in self.commands.iter().zip(per_thread) {
             // A shard that is gone is shutting down with the rest.
             let _ = tx.send(ScrapeCommand::SetTargets(targets));
@@ -178,6 +284,7 @@ fn scrape_target(
     sc: &ScrapeConfig,
     t: Target,
     authorization: Option<String>,
+    tls: TlsSetup,
     logical: usize,
 ) -> ScrapeTarget {
     let instance = t.labels.get(INSTANCE_LABEL).unwrap_or_default().to_owned();
@@ -208,6 +315,7 @@ fn scrape_target(
         timeout: t.scrape_timeout,
         body_size_limit: sc.body_size_limit,
         authorization,
+        tls,
         settings,
     }
 }
@@ -218,32 +326,45 @@ const HTTP_SD_TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest HTTP discovery response read.
 const HTTP_SD_MAX_BODY: usize = 64 << 20;
 
-/// GETs an HTTP discovery endpoint (plain HTTP; TLS is not wired in yet).
+/// GETs an HTTP discovery endpoint over HTTP or HTTPS.
 async fn http_get(
     url: &str,
     authorization: Option<String>,
+    tls: &TlsSetup,
     refresh: Duration,
 ) -> Result<Vec<u8>, String> {
     use http_body_util::{BodyExt, Empty, Limited};
     let uri: http::Uri = url
         .parse()
         .map_err(|e| format!("invalid URL {url:?}: {e}"))?;
-    if uri.scheme_str() != Some("http") {
-        return Err(format!(
-            "{url:?}: only http:// discovery URLs are supported yet"
-        ));
-    }
+    let tls = match uri.scheme_str() {
+        Some("http") => None,
+        Some("https") => Some(tls.as_ref().map_err(|e| format!("tls_config: {e}"))?),
+        _ => return Err(format!("{url:?}: the URL must be http:// or https://")),
+    };
     let host = uri.host().ok_or_else(|| format!("{url:?} has no host"))?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    let port = uri.port_u16().unwrap_or(80);
+    let port = uri
+        .port_u16()
+        .unwrap_or(if tls.is_some() { 443 } else { 80 });
     let stream = tokio::net::TcpStream::connect((host, port))
         .await
         .map_err(|e| format!("Get {url:?}: {e}"))?;
-    let (mut send, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .map_err(|e| format!("Get {url:?}: {e}"))?;
-    let conn = tokio::spawn(conn);
+    let (mut send, conn) = match tls {
+        None => handshake(stream).await,
+        Some(c) => {
+            let stream = c
+                .connect(stream, host)
+                .await
+                .map_err(|e| format!("Get {url:?}: {e}"))?;
+            handshake(stream).await
+        }
+    }
+    .map_err(|e| format!("Get {url:?}: {e}"))?;
+    let describe = |e: &(dyn std::error::Error + 'static)| {
+        tls.and_then(|c| c.describe(e))
+            .unwrap_or_else(|| e.to_string())
+    };
     let mut req = http::Request::get(uri.path_and_query().map_or("/", |p| p.as_str()))
         .header(
             http::header::HOST,
@@ -264,10 +385,10 @@ async fn http_get(
     let req = req
         .body(Empty::<bytes::Bytes>::new())
         .map_err(|e| format!("building request: {e}"))?;
-    let resp = send
-        .send_request(req)
-        .await
-        .map_err(|e| format!("Get {url:?}: {e}"))?;
+    let resp = send.send_request(req).await.map_err(|e| {
+        conn.abort();
+        format!("Get {url:?}: {}", describe(&e))
+    })?;
     if resp.status() != http::StatusCode::OK {
         conn.abort();
         return Err(format!("server returned HTTP status {}", resp.status()));
@@ -275,10 +396,29 @@ async fn http_get(
     let body = Limited::new(resp.into_body(), HTTP_SD_MAX_BODY)
         .collect()
         .await
-        .map_err(|e| format!("reading {url:?}: {e}"))?
+        .map_err(|e| format!("reading {url:?}: {}", describe(&*e)))?
         .to_bytes();
     conn.abort();
     Ok(body.to_vec())
+}
+
+/// HTTP/1.1 over `io`; the connection runs as a task, aborted by the
+/// caller when done.
+async fn handshake<T>(
+    io: T,
+) -> Result<
+    (
+        hyper::client::conn::http1::SendRequest<http_body_util::Empty<bytes::Bytes>>,
+        tokio::task::JoinHandle<Result<(), hyper::Error>>,
+    ),
+    hyper::Error,
+>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let (send, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io)).await?;
+    Ok((send, tokio::spawn(conn)))
 }
 
 /// The `Authorization` header sent with `http`'s settings, if any.
@@ -381,7 +521,7 @@ mod tests {
         )
         .unwrap();
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let mut m = TargetManager::new(2, vec![tx]);
+        let mut m = TargetManager::new(2, vec![tx], Arc::default());
         m.apply(&cfg);
         let Some(ScrapeCommand::SetTargets(ts)) = rx.try_recv().ok() else {
             panic!("no targets sent");

@@ -10,64 +10,15 @@
 
 mod common;
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use common::prometheus::start_prometheus;
 use common::{Kiln, request, targets};
 use serde_json::Value;
 
 const SCRAPE_MS: i64 = 1000;
 const SLOT_MS: i64 = 2 * SCRAPE_MS;
 const RUN: Duration = Duration::from_secs(60);
-
-struct Prometheus {
-    child: Child,
-    addr: std::net::SocketAddr,
-    _data: tempfile::TempDir,
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
-
-fn start_prometheus(config: &std::path::Path) -> Prometheus {
-    let data = tempfile::tempdir().expect("temp dir");
-    let port = free_port();
-    let child = Command::new("prometheus")
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!("--storage.tsdb.path={}", data.path().display()))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("`prometheus` must be installed (scripts/test.sh installs it with apt)");
-    let p = Prometheus {
-        child,
-        addr: format!("127.0.0.1:{port}").parse().expect("addr"),
-        _data: data,
-    };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if std::net::TcpStream::connect(p.addr).is_ok()
-            && request(p.addr, "GET", "/-/ready", &[], b"").status == 200
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "prometheus did not become ready");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    p
-}
 
 fn get_json(addr: std::net::SocketAddr, path: &str) -> Value {
     let r = request(addr, "GET", path, &[], b"");

@@ -4,8 +4,9 @@
 //! * Static groups never change.
 //! * File discovery re-reads a file only when its modification time or size
 //!   changed since the last [`JobDiscovery::refresh_files`] (the caller calls
-//!   it on the config's `refresh_interval`, or more often to react to changes
-//!   sooner). A file that fails to read or parse keeps the groups it last
+//!   it when notified of a change and on a short poll), and every file once
+//!   the config's `refresh_interval` has passed since the last full read
+//!   (a change that kept size and modification time is seen then). A file that fails to read or parse keeps the groups it last
 //!   gave, and the failure is counted; a file that disappears gives none.
 //!   Every group from a file carries `__meta_filepath`.
 //! * HTTP discovery: [`decode_http_sd`] decodes a response body (the
@@ -16,7 +17,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use serde::Deserialize;
 
@@ -129,6 +130,8 @@ pub struct FileSd {
     cfg: FileSdConfig,
     files: BTreeMap<PathBuf, FileState>,
     failures: u64,
+    /// When every file was last read regardless of its stamp.
+    last_full: Option<Instant>,
 }
 
 impl FileSd {
@@ -138,12 +141,19 @@ impl FileSd {
             cfg,
             files: BTreeMap::new(),
             failures: 0,
+            last_full: None,
         }
     }
 
     /// Expands the patterns and re-reads new or changed files. Returns the
     /// errors of this round; bad files keep their previous groups.
     pub fn refresh(&mut self) -> Vec<DiscoveryError> {
+        let full = self
+            .last_full
+            .is_none_or(|t| t.elapsed() >= self.cfg.refresh_interval);
+        if full {
+            self.last_full = Some(Instant::now());
+        }
         let mut errors = Vec::new();
         let mut present = HashSet::new();
         for pattern in &self.cfg.files {
@@ -166,7 +176,7 @@ impl FileSd {
                     stamp: None,
                     groups: Vec::new(),
                 });
-                if stamp.is_some() && state.stamp == stamp {
+                if !full && stamp.is_some() && state.stamp == stamp {
                     continue;
                 }
                 let read = std::fs::read_to_string(&path).map_err(|e| DiscoveryError {
@@ -363,6 +373,38 @@ mod tests {
         std::fs::remove_file(&yml).unwrap();
         d.refresh_files();
         assert_eq!(d.targets().active.len(), 1);
+    }
+
+    #[test]
+    fn refresh_interval_rereads_files_whose_stamp_did_not_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.json");
+        let write = |addr: &str, mtime: Option<SystemTime>| {
+            std::fs::write(&path, format!(r#"[{{"targets": ["{addr}"]}}]"#)).unwrap();
+            if let Some(t) = mtime {
+                let f = std::fs::File::options().write(true).open(&path).unwrap();
+                f.set_modified(t).unwrap();
+            }
+        };
+        let addr = |d: &JobDiscovery| d.targets().active[0].url.clone();
+        let discovery = |every: &str| {
+            let mut d = JobDiscovery::new(&job(&format!(
+                "scrape_configs:\n- job_name: j\n  file_sd_configs: [{{files: ['{}'], refresh_interval: {every}}}]\n",
+                path.display()
+            )));
+            assert!(d.refresh_files().is_empty());
+            d
+        };
+        write("h:1", None);
+        let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+        let (mut hourly, mut always) = (discovery("1h"), discovery("1ms"));
+        // Same size, same modification time, other content.
+        write("h:2", Some(mtime));
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        hourly.refresh_files();
+        always.refresh_files();
+        assert_eq!(addr(&hourly), "http://h:1/metrics");
+        assert_eq!(addr(&always), "http://h:2/metrics");
     }
 
     #[test]

@@ -7,7 +7,14 @@
 //! the final, relabeled series — or to "dropped by metric relabeling". A
 //! series seen before therefore costs one hash lookup, the float parse and
 //! an append by reference; label sets are built, merged with the target's
-//! labels and relabeled only the first time a series appears.
+//! labels and relabeled only the first time a series appears (and again
+//! only if the head garbage-collected the series meanwhile).
+//!
+//! Memory: the cache holds, per series, its raw bytes once in an arena, a
+//! 20-byte entry and a 4-byte hash-table slot — no label set. With
+//! millions of series this is a large share of the server's memory, so the
+//! layout is deliberate: no allocation per series, and the arena is
+//! compacted when evicted keys make up half of it.
 //!
 //! Invariants:
 //! * a scrape is appended through one appender and is committed or rolled
@@ -26,10 +33,9 @@
 //! this module sees only a body and a timestamp, so it is tested without a
 //! network.
 
-use std::collections::HashMap;
-
+use hashbrown::HashTable;
 use kiln_storage::{AppendError, Appender, HeadRef, Labels, LabelsBuilder, stale_nan};
-use xxhash_rust::xxh3::Xxh3DefaultBuilder;
+use xxhash_rust::xxh3::xxh3_64;
 
 use crate::exposition::{Entry, Format, MetricType, ParseError, Parser};
 use crate::relabel::{RelabelConfig, relabel};
@@ -159,25 +165,47 @@ pub struct ScrapeStats {
     pub stale_markers: u64,
 }
 
-#[derive(Debug, Clone)]
+/// What a cached series resolves to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Slot {
-    /// Appended under this reference; `labels` re-resolve it if the head
-    /// garbage-collected the series.
-    Series {
-        r: HeadRef,
-        labels: Labels,
-        /// Whether the target gave its own timestamp (no staleness then).
-        explicit_ts: bool,
-    },
+    /// Appended under this reference, with the scrape's timestamp.
+    Series(HeadRef),
+    /// Appended under this reference with the target's own timestamp (no
+    /// staleness tracking for it).
+    OwnTimestamp(HeadRef),
     /// Dropped by metric relabeling.
     Dropped,
+    /// An evicted entry, waiting in the free list.
+    Free,
 }
 
-#[derive(Debug, Clone)]
+impl Slot {
+    fn head_ref(self) -> Option<HeadRef> {
+        match self {
+            Slot::Series(r) | Slot::OwnTimestamp(r) => Some(r),
+            Slot::Dropped | Slot::Free => None,
+        }
+    }
+
+    /// The reference of a series that goes stale when it vanishes.
+    fn staleness_ref(self) -> Option<HeadRef> {
+        match self {
+            Slot::Series(r) => Some(r),
+            _ => None,
+        }
+    }
+}
+
+/// One cached series: its raw bytes in the cache's arena, what they
+/// resolve to, and the generation of the last committed scrape that had it.
+#[derive(Debug, Clone, Copy)]
 struct CacheEntry {
+    key_at: u32,
+    key_len: u32,
     slot: Slot,
-    /// The last committed scrape generation that contained this series.
-    seen: u64,
+    /// Generations wrap (a u32 lasts 136 years at one scrape a second);
+    /// only differences are compared.
+    seen: u32,
 }
 
 /// What a target says about one metric family (`# TYPE`, `# HELP`,
@@ -208,8 +236,10 @@ impl Default for Metadata {
 #[derive(Debug, Default)]
 #[must_use = "pass to ScrapeCache::commit after committing the appender"]
 pub struct PendingScrape {
-    /// Series new to the cache.
-    added: Vec<(Box<[u8]>, CacheEntry)>,
+    /// Raw bytes of the series new to the cache, back to back.
+    added_keys: Vec<u8>,
+    /// Series new to the cache: the hash, range in `added_keys` and slot.
+    added: Vec<(u64, u32, u32, Slot)>,
     /// Cached series the head re-resolved under a new reference.
     touched: Vec<(u32, HeadRef)>,
     /// Bit per cache slot: present in this scrape.
@@ -252,12 +282,17 @@ const REPORT_NAMES: [&str; 5] = [
 /// The per-target cache. See the module documentation.
 #[derive(Debug, Default)]
 pub struct ScrapeCache {
-    /// Raw series bytes → slot index.
-    index: HashMap<Box<[u8]>, u32, Xxh3DefaultBuilder>,
-    slots: Vec<Option<CacheEntry>>,
+    /// Indices into `slots`, hashed by the xxh3 of the raw series bytes.
+    index: HashTable<u32>,
+    slots: Vec<CacheEntry>,
+    /// Evicted slots, for reuse.
     free: Vec<u32>,
+    /// Every cached series' raw bytes, back to back.
+    keys: Vec<u8>,
+    /// Bytes of `keys` that belong to evicted series.
+    garbage: usize,
     /// Generation of the last committed scrape.
-    generation: u64,
+    generation: u32,
     /// Head refs of the report series, by position in [`REPORT_NAMES`].
     report: [Option<HeadRef>; 5],
     /// Metadata by metric family, as of the last scrape that changed it.
@@ -282,6 +317,28 @@ impl ScrapeCache {
         self.index.is_empty()
     }
 
+    /// Heap bytes the cache holds (its tables, keys and metadata).
+    pub fn heap_bytes(&self) -> usize {
+        self.index.capacity() * (std::mem::size_of::<u32>() + 1)
+            + self.slots.capacity() * std::mem::size_of::<CacheEntry>()
+            + self.free.capacity() * std::mem::size_of::<u32>()
+            + self.keys.capacity()
+            + self
+                .metadata
+                .iter()
+                .map(|(k, m)| k.len() + m.help.len() + m.unit.len() + 64)
+                .sum::<usize>()
+    }
+
+    /// The slot index of the series with these raw bytes.
+    fn find(&self, hash: u64, key: &[u8]) -> Option<u32> {
+        self.index
+            .find(hash, |&i| {
+                cache_key(&self.keys, &self.slots[i as usize]) == key
+            })
+            .copied()
+    }
+
     /// Appends one scrape's body at scrape time `t_ms`, and staleness
     /// markers for the series that vanished since the previous scrape.
     /// On error nothing in the cache changes; the caller rolls the appender
@@ -294,13 +351,12 @@ impl ScrapeCache {
         settings: &ScrapeSettings,
         t_ms: i64,
     ) -> Result<PendingScrape, ScrapeError> {
-        let generation = self.generation + 1;
         let mut p = PendingScrape {
             seen: vec![0; self.slots.len().div_ceil(64)],
             ..PendingScrape::default()
         };
-        // Series first seen in this very body, by raw bytes → `p.added`.
-        let mut fresh: HashMap<Box<[u8]>, usize, Xxh3DefaultBuilder> = HashMap::default();
+        // Series first seen in this very body: indices into `p.added`.
+        let mut fresh: HashTable<u32> = HashTable::new();
         let mut parser = Parser::new(body, format);
         while let Some(entry) = parser.next_entry() {
             let s = match entry? {
@@ -338,35 +394,45 @@ impl ScrapeCache {
             let t = ts.unwrap_or(t_ms);
             let v = s.value();
 
+            let hash = xxh3_64(key);
+
             // Hot path: a series the cache knows.
-            if let Some(&i) = self.index.get(key) {
+            if let Some(i) = self.find(hash, key) {
                 p.mark(i);
-                let Some(entry) = &self.slots[i as usize] else {
-                    continue;
-                };
-                let Slot::Series { r, labels, .. } = &entry.slot else {
+                let Some(r) = self.slots[i as usize].slot.head_ref() else {
                     continue;
                 };
                 p.stats.post_relabel += 1;
                 check_sample_limit(&p, settings)?;
-                match app.append_ref(*r, t, v) {
+                match app.append_ref(r, t, v) {
                     Ok(()) => p.stats.appended += 1,
-                    Err(AppendError::UnknownRef) => match app.append(labels, t, v) {
-                        // The head collected the series; it is back now.
-                        Ok(r) => {
-                            p.stats.appended += 1;
-                            p.touched.push((i, r));
+                    Err(AppendError::UnknownRef) => {
+                        // The head collected the series: resolve its labels
+                        // again (the same ones: relabeling is deterministic).
+                        let Some(labels) = final_labels(&s.to_labels()?, settings)? else {
+                            continue;
+                        };
+                        match app.append(&labels, t, v) {
+                            Ok(r) => {
+                                p.stats.appended += 1;
+                                p.touched.push((i, r));
+                            }
+                            Err(e) => count_rejection(&mut p.stats, e)?,
                         }
-                        Err(e) => count_rejection(&mut p.stats, e)?,
-                    },
+                    }
                     Err(e) => count_rejection(&mut p.stats, e)?,
                 }
                 continue;
             }
 
             // A series repeated within this body.
-            if let Some(&j) = fresh.get(key) {
-                if let Slot::Series { r, .. } = p.added[j].1.slot {
+            let added = (&p.added, &p.added_keys);
+            let pending_key = |j: &u32| {
+                let (_, at, len, _) = added.0[*j as usize];
+                &added.1[at as usize..][..len as usize]
+            };
+            if let Some(&j) = fresh.find(hash, |j| pending_key(j) == key) {
+                if let Some(r) = p.added[j as usize].3.head_ref() {
                     p.stats.post_relabel += 1;
                     check_sample_limit(&p, settings)?;
                     match app.append_ref(r, t, v) {
@@ -388,10 +454,10 @@ impl ScrapeCache {
                         Ok(r) => {
                             p.stats.appended += 1;
                             p.stats.series_added += 1;
-                            Slot::Series {
-                                r,
-                                labels,
-                                explicit_ts: ts.is_some() && !settings.track_timestamps_staleness,
+                            if ts.is_some() && !settings.track_timestamps_staleness {
+                                Slot::OwnTimestamp(r)
+                            } else {
+                                Slot::Series(r)
                             }
                         }
                         Err(e) => {
@@ -401,29 +467,19 @@ impl ScrapeCache {
                     }
                 }
             };
-            fresh.insert(key.into(), p.added.len());
-            p.added.push((
-                key.into(),
-                CacheEntry {
-                    slot,
-                    seen: generation,
-                },
-            ));
+            let j = p.added.len() as u32;
+            let at = p.added_keys.len() as u32;
+            p.added_keys.extend_from_slice(key);
+            p.added.push((hash, at, key.len() as u32, slot));
+            let added = &p.added;
+            fresh.insert_unique(hash, j, |&j| added[j as usize].0);
         }
         // Staleness: series of the previous scrape that this one lacks.
         for (i, e) in self.slots.iter().enumerate() {
-            if let Some(CacheEntry {
-                slot:
-                    Slot::Series {
-                        r,
-                        explicit_ts: false,
-                        ..
-                    },
-                seen,
-            }) = e
-                && *seen == self.generation
+            if let Some(r) = e.slot.staleness_ref()
+                && e.seen == self.generation
                 && !p.is_marked(i)
-                && app.append_ref(*r, t_ms, stale_nan()).is_ok()
+                && app.append_ref(r, t_ms, stale_nan()).is_ok()
             {
                 p.stats.stale_markers += 1;
             }
@@ -439,13 +495,9 @@ impl ScrapeCache {
             failed: true,
             ..PendingScrape::default()
         };
-        for e in self.slots.iter().flatten() {
+        for e in &self.slots {
             if e.seen == self.generation
-                && let Slot::Series {
-                    r,
-                    explicit_ts: false,
-                    ..
-                } = e.slot
+                && let Some(r) = e.slot.staleness_ref()
                 && app.append_ref(r, t_ms, stale_nan()).is_ok()
             {
                 p.stats.stale_markers += 1;
@@ -505,7 +557,7 @@ impl ScrapeCache {
     /// Records a committed scrape: seen series get the new generation, new
     /// series enter the cache, and series unseen for two scrapes leave it.
     pub fn commit(&mut self, mut p: PendingScrape) -> ScrapeStats {
-        self.generation += 1;
+        self.generation = self.generation.wrapping_add(1);
         let g = self.generation;
         if !p.metadata.is_empty() {
             self.metadata.extend(std::mem::take(&mut p.metadata));
@@ -513,48 +565,78 @@ impl ScrapeCache {
         }
         if !p.failed {
             for (i, e) in self.slots.iter_mut().enumerate() {
-                if let Some(e) = e
-                    && p.is_marked(i)
-                {
+                if p.is_marked(i) {
                     e.seen = g;
                 }
             }
             for (i, r) in p.touched {
-                if let Some(Some(CacheEntry {
-                    slot: Slot::Series { r: old, .. },
-                    ..
-                })) = self.slots.get_mut(i as usize)
-                {
-                    *old = r;
+                if let Some(e) = self.slots.get_mut(i as usize) {
+                    e.slot = match e.slot {
+                        Slot::OwnTimestamp(_) => Slot::OwnTimestamp(r),
+                        _ => Slot::Series(r),
+                    };
                 }
             }
-            for (k, mut e) in p.added {
-                e.seen = g;
+            self.index.reserve(p.added.len(), |&i| {
+                xxh3_64(cache_key(&self.keys, &self.slots[i as usize]))
+            });
+            self.keys.reserve(p.added_keys.len());
+            for (hash, at, len, slot) in p.added {
+                let e = CacheEntry {
+                    key_at: self.keys.len() as u32,
+                    key_len: len,
+                    slot,
+                    seen: g,
+                };
+                self.keys
+                    .extend_from_slice(&p.added_keys[at as usize..][..len as usize]);
                 let i = match self.free.pop() {
                     Some(i) => {
-                        self.slots[i as usize] = Some(e);
+                        self.slots[i as usize] = e;
                         i
                     }
                     None => {
-                        self.slots.push(Some(e));
+                        self.slots.push(e);
                         (self.slots.len() - 1) as u32
                     }
                 };
-                self.index.insert(k, i);
+                let (keys, slots) = (&self.keys, &self.slots);
+                self.index
+                    .insert_unique(hash, i, |&i| xxh3_64(cache_key(keys, &slots[i as usize])));
             }
         }
         // Keep an entry one scrape past its last sighting, so a series that
         // flaps costs no new label work; evict it after that.
-        let (slots, free) = (&mut self.slots, &mut self.free);
-        self.index.retain(|_, &mut i| {
-            let keep = slots[i as usize].as_ref().is_some_and(|e| e.seen + 1 >= g);
+        let (slots, free, garbage) = (&mut self.slots, &mut self.free, &mut self.garbage);
+        self.index.retain(|&mut i| {
+            let e = &mut slots[i as usize];
+            let keep = g.wrapping_sub(e.seen) <= 1;
             if !keep {
-                slots[i as usize] = None;
+                *garbage += e.key_len as usize;
+                e.slot = Slot::Free;
+                e.key_len = 0;
                 free.push(i);
             }
             keep
         });
+        if self.garbage > 4096 && self.garbage * 2 > self.keys.len() {
+            self.compact_keys();
+        }
         p.stats
+    }
+
+    /// Rewrites the key arena without the evicted series' bytes.
+    fn compact_keys(&mut self) {
+        let mut keys = Vec::with_capacity(self.keys.len() - self.garbage);
+        for e in &mut self.slots {
+            if e.slot != Slot::Free {
+                let at = keys.len() as u32;
+                keys.extend_from_slice(cache_key(&self.keys, e));
+                e.key_at = at;
+            }
+        }
+        self.keys = keys;
+        self.garbage = 0;
     }
 
     /// Appends the report series (`up`, `scrape_duration_seconds`,
@@ -592,6 +674,11 @@ impl ScrapeCache {
         }
         Ok(())
     }
+}
+
+/// The raw bytes of a cache entry.
+fn cache_key<'k>(keys: &'k [u8], e: &CacheEntry) -> &'k [u8] {
+    &keys[e.key_at as usize..][..e.key_len as usize]
 }
 
 fn check_sample_limit(p: &PendingScrape, settings: &ScrapeSettings) -> Result<(), ScrapeError> {
@@ -966,5 +1053,144 @@ mod tests {
         assert!(cache.metadata_version() > v);
         assert_eq!(cache.metadata()["a"].help, "Things finished.");
         assert_eq!(cache.metadata()["a"].kind, MetricType::Counter);
+    }
+
+    #[test]
+    fn churning_series_keep_the_cache_and_its_arena_bounded() {
+        let mut head = Head::new(HeadOptions::default());
+        let mut cache = ScrapeCache::new();
+        let s = settings();
+        let mut peak_keys = 0;
+        for round in 0..200 {
+            // 50 series that live for two scrapes each.
+            let body: String = (0..50)
+                .map(|i| {
+                    format!(
+                        "churn_series_with_a_long_name{{i=\"{}\"}} 1\n",
+                        round / 2 * 50 + i
+                    )
+                })
+                .collect();
+            let st = scrape(&mut head, &mut cache, &body, &s, 1000 * (round + 1)).unwrap();
+            assert_eq!(st.series_added, if round % 2 == 0 { 50 } else { 0 });
+            assert!(cache.len() <= 150, "round {round}: {} cached", cache.len());
+            peak_keys = peak_keys.max(cache.keys.len());
+        }
+        // Evicted keys are reclaimed: the arena stays within a few rounds'
+        // worth of keys instead of growing with every series ever seen.
+        assert!(peak_keys < 200 * 50, "arena grew to {peak_keys} bytes");
+        assert!(
+            cache.keys.len()
+                >= cache
+                    .slots
+                    .iter()
+                    .map(|e| e.key_len as usize)
+                    .sum::<usize>()
+        );
+    }
+
+    /// A naive model of what a sequence of scrapes leaves in the head.
+    #[derive(Default)]
+    struct Model {
+        series: std::collections::BTreeMap<String, Vec<(i64, f64)>>,
+        previous: std::collections::BTreeSet<String>,
+    }
+
+    impl Model {
+        fn scrape(&mut self, present: &[(String, f64)], ok: bool, t: i64) {
+            let now: std::collections::BTreeSet<String> = if ok {
+                present.iter().map(|(k, _)| k.clone()).collect()
+            } else {
+                Default::default()
+            };
+            for k in self.previous.difference(&now) {
+                // A marker needs the series to still be in the head.
+                if let Some(v) = self.series.get_mut(k) {
+                    v.push((t, stale_nan()));
+                }
+            }
+            if ok {
+                for (k, v) in present {
+                    self.series.entry(k.clone()).or_default().push((t, *v));
+                }
+            }
+            self.previous = now;
+        }
+
+        fn truncate(&mut self, below: i64) {
+            for v in self.series.values_mut() {
+                v.retain(|&(t, _)| t >= below);
+            }
+            self.series.retain(|_, v| !v.is_empty());
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        /// Random scrapes (series coming and going, failed scrapes, metric
+        /// relabeling, head truncations that collect cached series) leave
+        /// in the head exactly the samples and staleness markers the naive
+        /// model says.
+        #[test]
+        fn scrapes_match_a_naive_model(
+            steps in proptest::collection::vec(
+                (proptest::collection::vec(proptest::option::of(0u8..20), 12), 0u8..10),
+                1..40,
+            )
+        ) {
+            let mut head = Head::new(HeadOptions::default());
+            let mut cache = ScrapeCache::new();
+            let mut s = settings();
+            s.metric_relabel = vec![RelabelConfig::new(
+                crate::relabel::Action::Drop,
+                vec!["k".into()],
+                None,
+                Some(crate::relabel::RelabelRegex::new("d.*").unwrap()),
+                0,
+                String::new(),
+                None,
+            ).unwrap()];
+            let mut model = Model::default();
+            for (step, (values, op)) in steps.iter().enumerate() {
+                let t = 1000 * (step as i64 + 1);
+                let mut body = String::new();
+                let mut present = Vec::new();
+                for (i, v) in values.iter().enumerate() {
+                    let Some(v) = v else { continue };
+                    let k = if i % 4 == 3 { format!("d{i}") } else { format!("s{i}") };
+                    body += &format!("m{{k=\"{k}\"}} {v}\n");
+                    if !k.starts_with('d') {
+                        present.push((
+                            format!("{{__name__=\"m\", instance=\"h:9100\", job=\"node\", k=\"{k}\"}}"),
+                            f64::from(*v),
+                        ));
+                    }
+                }
+                let ok = *op != 0;
+                if !ok {
+                    body += "{garbage\n";
+                }
+                let r = scrape(&mut head, &mut cache, &body, &s, t);
+                proptest::prop_assert_eq!(r.is_ok(), ok);
+                model.scrape(&present, ok, t);
+                if *op == 9 {
+                    // Collects every series: cached refs go unknown.
+                    head.truncate_below(t + 1).unwrap();
+                    model.truncate(t + 1);
+                }
+                let got = samples(&head, "m");
+                let want: Vec<(String, Vec<(i64, f64)>)> =
+                    model.series.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                proptest::prop_assert_eq!(got.len(), want.len());
+                for ((gk, gv), (wk, wv)) in got.iter().zip(&want) {
+                    proptest::prop_assert_eq!(gk, wk);
+                    proptest::prop_assert_eq!(gv.len(), wv.len());
+                    for (g, w) in gv.iter().zip(wv) {
+                        proptest::prop_assert_eq!(g.0, w.0);
+                        proptest::prop_assert_eq!(g.1.to_bits(), w.1.to_bits());
+                    }
+                }
+            }
+        }
     }
 }

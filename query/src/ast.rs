@@ -352,6 +352,26 @@ impl AggOp {
         })
     }
 
+    /// The operator's name as written (lower case).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AggOp::Sum => "sum",
+            AggOp::Avg => "avg",
+            AggOp::Count => "count",
+            AggOp::Min => "min",
+            AggOp::Max => "max",
+            AggOp::Group => "group",
+            AggOp::Stddev => "stddev",
+            AggOp::Stdvar => "stdvar",
+            AggOp::Topk => "topk",
+            AggOp::Bottomk => "bottomk",
+            AggOp::CountValues => "count_values",
+            AggOp::Quantile => "quantile",
+            AggOp::Limitk => "limitk",
+            AggOp::LimitRatio => "limit_ratio",
+        }
+    }
+
     /// The type of the parameter, for operators that take one.
     pub fn param_type(self) -> Option<ValueType> {
         match self {

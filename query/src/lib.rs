@@ -5,6 +5,7 @@
 //! * [`ast`]: the syntax tree, with positions on every node;
 //! * `lexer` and [`parser`]: query text to [`ast::Expr`], Prometheus's errors;
 //! * [`functions`]: the function signature table;
+//! * [`printer`]: syntax tree back to text (`Display`, `format_query`'s `pretty`);
 //! * [`engine`]: evaluation over series-major Arrow columns, limits, errors;
 //! * [`promqltest`]: the `.test` script runner.
 #![warn(missing_docs)]
@@ -14,6 +15,7 @@ pub mod engine;
 pub mod functions;
 mod lexer;
 pub mod parser;
+pub mod printer;
 pub mod promqltest;
 
 pub use ast::{Expr, ExprKind, PosRange, ValueType};

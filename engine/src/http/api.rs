@@ -1,6 +1,7 @@
 //! The data endpoints of the Prometheus API: `/api/v1/query`,
-//! `/api/v1/query_range`, `/api/v1/series`, `/api/v1/labels` and
-//! `/api/v1/label/<name>/values`.
+//! `/api/v1/query_range`, `/api/v1/series`, `/api/v1/labels`,
+//! `/api/v1/label/<name>/values`, `/api/v1/format_query` and
+//! `/api/v1/query_exemplars`.
 //!
 //! Validation order, error types and texts follow Prometheus's handlers, so
 //! a client sees the same answer for the same mistake: bad parameters are
@@ -274,8 +275,11 @@ pub async fn labels(state: &ServerState, p: &Params) -> Reply {
     strings_reply(names, truncated)
 }
 
-/// `GET /api/v1/label/<name>/values`.
+/// `GET /api/v1/label/<name>/values`. A name written `U__…` is decoded
+/// from Prometheus 3's value escaping (Grafana writes UTF-8 label names so).
 pub async fn label_values(state: &ServerState, name: &str, p: &Params) -> Reply {
+    let name = unescape_label_name(name);
+    let name = name.as_str();
     if name.is_empty() {
         return bad(format!("invalid label name: {name:?}"));
     }
@@ -421,4 +425,117 @@ pub async fn tsdb_status(state: &ServerState, p: &Params) -> Reply {
     }
     b.raw("}}");
     Reply::json(StatusCode::OK, b.finish())
+}
+
+/// Decodes Prometheus 3's value escaping of a name: after the `U__`
+/// prefix, `__` is `_` and `_<hex>_` is the character with that code
+/// point; other characters stand for themselves. A name without the prefix,
+/// or one that is not a valid escaping, is returned as it is.
+fn unescape_label_name(name: &str) -> String {
+    let Some(rest) = name.strip_prefix("U__") else {
+        return name.to_owned();
+    };
+    let mut out = String::with_capacity(rest.len());
+    let mut chars = rest.chars();
+    while let Some(c) = chars.next() {
+        if c != '_' {
+            out.push(c);
+            continue;
+        }
+        let mut code: u32 = 0;
+        let mut digits = 0;
+        loop {
+            match chars.next() {
+                Some('_') if digits == 0 => {
+                    out.push('_');
+                    break;
+                }
+                Some('_') => match char::from_u32(code) {
+                    Some(ch) => {
+                        out.push(ch);
+                        break;
+                    }
+                    None => return name.to_owned(),
+                },
+                Some(h) if digits < 6 => match h.to_digit(16) {
+                    Some(d) => {
+                        code = code * 16 + d;
+                        digits += 1;
+                    }
+                    None => return name.to_owned(),
+                },
+                _ => return name.to_owned(),
+            }
+        }
+    }
+    out
+}
+
+/// `GET|POST /api/v1/format_query`: the expression as Prometheus's
+/// `format_query` prints it ([`kiln_query::Expr::pretty`]).
+pub fn format_query(p: &Params) -> Reply {
+    match kiln_query::parse(p.get("query")) {
+        Ok(e) => {
+            let text = e.pretty();
+            let mut b = JsonBuf::with_capacity(40 + text.len());
+            b.raw(r#"{"status":"success","data":"#)
+                .string(&text)
+                .raw("}");
+            Reply::json(StatusCode::OK, b.finish())
+        }
+        Err(e) => bad(ParamError::new("query", e.to_string())),
+    }
+}
+
+/// `GET|POST /api/v1/query_exemplars`. kiln stores no exemplars, so the
+/// answer is Prometheus's without exemplars: `[]` for a query with a
+/// selector, `204 No Content` for one without (Prometheus has nothing to
+/// look up then), after the same checks (`start`, `end`, their order, the
+/// query's syntax; its parse error carries no parameter prefix).
+pub fn query_exemplars(p: &Params) -> Reply {
+    let (start, end) = match meta_range(p) {
+        Ok(r) => r,
+        Err(e) => return e,
+    };
+    if end < start {
+        return bad("end timestamp must not be before start timestamp");
+    }
+    let e = match kiln_query::parse(p.get("query")) {
+        Ok(e) => e,
+        Err(e) => return bad(e),
+    };
+    let mut selects = false;
+    e.walk(&mut |x| {
+        selects |= matches!(x.kind, ExprKind::Vector(_) | ExprKind::Matrix { .. });
+    });
+    if !selects {
+        return Reply::no_content();
+    }
+    Reply::json(
+        StatusCode::OK,
+        r#"{"status":"success","data":[]}"#.to_owned(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unescape_label_name;
+
+    #[test]
+    fn u_escaped_label_names_are_decoded() {
+        for (raw, want) in [
+            ("job", "job"),
+            ("U__job", "job"),
+            ("U__my_2e_label", "my.label"),
+            ("U__a__b", "a_b"),
+            ("U___1f600_", "\u{1f600}"),
+            // Not a valid escaping: kept as written.
+            ("U__a_zz_", "U__a_zz_"),
+            ("U__a_", "U__a_"),
+            ("U__a_1234567_", "U__a_1234567_"),
+            ("U___d800_", "U___d800_"),
+        ] {
+            assert_eq!(unescape_label_name(raw), want, "{raw}");
+        }
+    }
 }

@@ -15,6 +15,7 @@ mod federate;
 mod json;
 mod params;
 pub mod response;
+mod rules;
 mod status;
 mod targets;
 
@@ -148,6 +149,20 @@ async fn route(
         }
         "/federate" => only!(get, "/federate", "GET", federate::federate(state, p).await),
         "/api/v1/metadata" => only!(get, "/api/v1/metadata", "GET", targets::metadata(state, p)),
+        "/api/v1/format_query" => only!(
+            get || post,
+            "/api/v1/format_query",
+            "GET, POST",
+            api::format_query(p)
+        ),
+        "/api/v1/query_exemplars" => only!(
+            get || post,
+            "/api/v1/query_exemplars",
+            "GET, POST",
+            api::query_exemplars(p)
+        ),
+        "/api/v1/rules" => only!(get, "/api/v1/rules", "GET", rules::rules(state, p)),
+        "/api/v1/alerts" => only!(get, "/api/v1/alerts", "GET", rules::alerts(state)),
         "/api/v1/labels" => only!(
             get || post,
             "/api/v1/labels",

@@ -110,6 +110,12 @@ impl Reply {
         Reply::new(status, JSON, body)
     }
 
+    /// A `204 No Content` without body or content type (Prometheus's
+    /// answer when a handler has no data and no error).
+    pub fn no_content() -> Self {
+        Reply::new(StatusCode::NO_CONTENT, "", Bytes::new())
+    }
+
     /// A plain-text reply.
     pub fn text(status: StatusCode, body: impl Into<Bytes>) -> Self {
         Reply::new(status, PLAIN, body)
@@ -166,7 +172,9 @@ impl Reply {
         let mut r = Response::new(Full::new(body));
         *r.status_mut() = self.status;
         let h = r.headers_mut();
-        h.insert(CONTENT_TYPE, HeaderValue::from_static(self.content_type));
+        if !self.content_type.is_empty() {
+            h.insert(CONTENT_TYPE, HeaderValue::from_static(self.content_type));
+        }
         if compressed {
             h.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
             h.insert(VARY, HeaderValue::from_static("Accept-Encoding"));

@@ -1,5 +1,6 @@
 //! What kiln knows about its targets: `GET /api/v1/targets` (health, in
-//! Prometheus's shape: `activeTargets`, `droppedTargets`, with `state` and
+//! Prometheus 3's shape: `activeTargets`, `droppedTargets` with their
+//! discovered labels and pool, `droppedTargetCounts`, with `state` and
 //! `scrapePool` filters) and `GET /api/v1/metadata` (the metric families'
 //! TYPE, HELP and UNIT as the targets declared them).
 
@@ -28,7 +29,7 @@ pub fn targets(state: &ServerState, p: &Params) -> Reply {
         }
     };
     let pool = p.get("scrapePool");
-    let mut all: Vec<_> = state.targets.lock().values().cloned().collect();
+    let mut all: Vec<_> = state.targets.active.lock().values().cloned().collect();
     all.retain(|t| pool.is_empty() || t.target.job == pool);
     all.sort_by(|a, b| {
         (a.target.job.as_str(), a.target.url.as_str())
@@ -71,9 +72,39 @@ pub fn targets(state: &ServerState, p: &Params) -> Reply {
                 .raw("}");
         }
     }
-    // Targets dropped by relabeling are not kept yet (see
-    // docs/compatibility.md): the list is always empty.
-    b.raw(r#"],"droppedTargets":[]}}"#);
+    b.raw(r#"],"droppedTargets":["#);
+    if which.1 {
+        let dropped = state.targets.dropped.lock();
+        let pools = dropped
+            .iter()
+            .filter(|(job, _)| pool.is_empty() || job.as_str() == pool);
+        let mut first = true;
+        for (job, d) in pools.clone() {
+            for labels in &d.kept {
+                if !first {
+                    b.raw(",");
+                }
+                first = false;
+                b.raw(r#"{"discoveredLabels":"#)
+                    .labels(labels)
+                    .raw(r#","scrapePool":"#)
+                    .string(job)
+                    .raw("}");
+            }
+        }
+        // Prometheus 3: every pool's count of dropped targets, including
+        // those beyond `keep_dropped_targets`.
+        b.raw(r#"],"droppedTargetCounts":{"#);
+        for (i, (job, d)) in pools.enumerate() {
+            if i > 0 {
+                b.raw(",");
+            }
+            b.string(job).raw(":").raw(&d.count.to_string());
+        }
+        b.raw("}}}");
+    } else {
+        b.raw(r#"],"droppedTargetCounts":null}}"#);
+    }
     Reply::json(StatusCode::OK, b.finish())
 }
 
@@ -101,6 +132,7 @@ pub fn metadata(state: &ServerState, p: &Params) -> Reply {
     let only = p.get("metric");
     let maps: Vec<_> = state
         .targets
+        .active
         .lock()
         .values()
         .map(|t| t.metadata.lock().clone())

@@ -7,6 +7,7 @@
 // Each test binary compiles this module and uses a different part of it.
 #![allow(dead_code)]
 
+pub mod prometheus;
 pub mod targets;
 
 use std::io::{BufRead, BufReader, Read, Write};

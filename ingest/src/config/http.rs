@@ -70,6 +70,68 @@ pub struct TlsConfig {
     pub max_version: Option<String>,
 }
 
+/// The names `min_version` and `max_version` accept.
+const TLS_VERSIONS: [&str; 4] = ["TLS10", "TLS11", "TLS12", "TLS13"];
+
+impl TlsConfig {
+    /// Prometheus's rules: one source per item, a client certificate and
+    /// its key together, known protocol versions.
+    fn validate(&self) -> Result<(), String> {
+        let pairs = [
+            ("ca", self.ca.is_some(), "ca_file", self.ca_file.is_some()),
+            (
+                "cert",
+                self.cert.is_some(),
+                "cert_file",
+                self.cert_file.is_some(),
+            ),
+            (
+                "key",
+                self.key.is_some(),
+                "key_file",
+                self.key_file.is_some(),
+            ),
+        ];
+        for (a, has_a, b, has_b) in pairs {
+            if has_a && has_b {
+                return Err(format!(
+                    "tls_config: at most one of {a} and {b} must be configured"
+                ));
+            }
+        }
+        let cert = self.cert.is_some() || self.cert_file.is_some();
+        let key = self.key.is_some() || self.key_file.is_some();
+        if cert && !key {
+            return Err(
+                "tls_config: a client certificate (cert or cert_file) needs its key (key or key_file)"
+                    .into(),
+            );
+        }
+        if key && !cert {
+            return Err(
+                "tls_config: a client key (key or key_file) needs its certificate (cert or cert_file)"
+                    .into(),
+            );
+        }
+        for v in [&self.min_version, &self.max_version].into_iter().flatten() {
+            if !TLS_VERSIONS.contains(&v.as_str()) {
+                return Err(format!("unknown TLS version: {v}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The files it names, each with what it holds, for path resolution
+    /// and existence checks.
+    pub(crate) fn files_mut(&mut self) -> [(&'static str, &mut Option<String>); 3] {
+        [
+            ("CA", &mut self.ca_file),
+            ("client cert", &mut self.cert_file),
+            ("client key", &mut self.key_file),
+        ]
+    }
+}
+
 /// The HTTP client settings, normalized. See the module documentation.
 #[derive(Clone, Debug, PartialEq)]
 pub struct HttpClientConfig {
@@ -160,6 +222,7 @@ impl TryFrom<RawHttpClientConfig> for HttpClientConfig {
                 "at most one of bearer_token & bearer_token_file must be configured".into(),
             );
         }
+        r.tls_config.validate()?;
         let has_bearer = r.bearer_token.is_some() || r.bearer_token_file.is_some();
         if (r.basic_auth.is_some() || r.oauth2.is_some()) && has_bearer {
             return Err(

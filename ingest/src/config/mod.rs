@@ -906,8 +906,11 @@ struct RawConfig {
 
 impl Config {
     /// Reads and parses the file at `path`; relative paths inside it
-    /// (`rule_files`, `scrape_config_files`, file_sd `files`) are taken
-    /// relative to the file's directory, as Prometheus does.
+    /// (`rule_files`, `scrape_config_files`, file_sd `files`, the files of
+    /// a scrape config's `tls_config`) are taken relative to the file's
+    /// directory, as Prometheus does. As `promtool check config`, a scrape
+    /// config's client certificate and key files must exist (a CA file is
+    /// read when the configuration is applied).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let file = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
@@ -921,7 +924,32 @@ impl Config {
             cfg.resolve_paths(dir);
         }
         cfg.load_scrape_config_files()?;
+        cfg.check_client_cert_files(&file)?;
         Ok(cfg)
+    }
+
+    /// `promtool check config`'s check: the client certificate and key
+    /// files of every scrape config exist.
+    fn check_client_cert_files(&mut self, file: &str) -> Result<(), ConfigError> {
+        for sc in &mut self.scrape_configs {
+            for (what, path) in sc.http.tls_config.files_mut().into_iter().skip(1) {
+                let Some(path) = path.as_deref() else {
+                    continue;
+                };
+                if let Err(e) = std::fs::metadata(path) {
+                    return Err(ConfigError {
+                        file: file.to_owned(),
+                        line: None,
+                        column: None,
+                        message: format!(
+                            "job {}: error checking {what} file {path:?}: {e}",
+                            sc.job_name
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Appends the scrape configs of every file matching
@@ -955,15 +983,8 @@ impl Config {
                     .unwrap_or_default();
                 resolve_scrape_configs(&mut configs, &self.global, &mut seen, &text, &file)?;
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    for sd in configs
-                        .iter_mut()
-                        .flat_map(|c| c.file_sd_configs.iter_mut())
-                    {
-                        for f in &mut sd.files {
-                            if Path::new(f.as_str()).is_relative() {
-                                *f = dir.join(&*f).display().to_string();
-                            }
-                        }
+                    for c in &mut configs {
+                        resolve_scrape_config_paths(c, dir);
                     }
                 }
                 self.scrape_configs.extend(configs);
@@ -1029,18 +1050,42 @@ impl Config {
         };
         self.rule_files.iter_mut().for_each(join);
         self.scrape_config_files.iter_mut().for_each(join);
+        for sc in &mut self.scrape_configs {
+            resolve_scrape_config_paths(sc, dir);
+        }
         let sd_files = self
-            .scrape_configs
+            .alerting
+            .alertmanagers
             .iter_mut()
-            .flat_map(|s| s.file_sd_configs.iter_mut())
-            .chain(
-                self.alerting
-                    .alertmanagers
-                    .iter_mut()
-                    .flat_map(|a| a.file_sd_configs.iter_mut()),
-            );
+            .flat_map(|a| a.file_sd_configs.iter_mut());
         for sd in sd_files {
             sd.files.iter_mut().for_each(join);
+        }
+    }
+}
+
+/// Makes a scrape config's relative paths (file_sd `files`, the
+/// `tls_config` files of the job and of its `http_sd_configs`) relative to
+/// `dir`.
+fn resolve_scrape_config_paths(sc: &mut ScrapeConfig, dir: &Path) {
+    let join = |p: &mut String| {
+        if !p.is_empty() && Path::new(p.as_str()).is_relative() {
+            *p = dir.join(&*p).display().to_string();
+        }
+    };
+    for sd in &mut sc.file_sd_configs {
+        sd.files.iter_mut().for_each(join);
+    }
+    let tls = std::iter::once(&mut sc.http.tls_config).chain(
+        sc.http_sd_configs
+            .iter_mut()
+            .map(|h| &mut h.http.tls_config),
+    );
+    for t in tls {
+        for (_, f) in t.files_mut() {
+            if let Some(f) = f {
+                join(f);
+            }
         }
     }
 }

@@ -246,3 +246,69 @@ fn scrape_config_files_are_loaded_and_checked() {
     assert_eq!(e.line, Some(2), "{e}");
     assert!(e.message.contains("multiple scrape configs"), "{e}");
 }
+
+#[test]
+fn tls_config_rules() {
+    let job = |tls: &str| {
+        parse(&format!(
+            "scrape_configs:\n- job_name: a\n  scheme: https\n  tls_config: {tls}\n"
+        ))
+    };
+    let c = job("{ca_file: ca.pem, server_name: example.org, min_version: TLS13}").unwrap();
+    let t = &c.scrape_configs[0].http.tls_config;
+    assert_eq!(t.server_name.as_deref(), Some("example.org"));
+    assert_eq!(t.min_version.as_deref(), Some("TLS13"));
+    for (tls, want) in [
+        ("{cert_file: c.pem}", "needs its key"),
+        ("{key_file: k.pem}", "needs its certificate"),
+        ("{ca: x, ca_file: y}", "at most one of ca and ca_file"),
+        ("{min_version: TLS14}", "unknown TLS version: TLS14"),
+        ("{max_version: SSL3}", "unknown TLS version: SSL3"),
+    ] {
+        let e = job(tls).unwrap_err();
+        assert!(e.to_string().contains(want), "{tls}: {e}");
+    }
+    // The same rules hold for the discovery client.
+    let e = parse(
+        "scrape_configs:\n- job_name: a\n  http_sd_configs: [{url: 'https://sd/x', tls_config: {cert_file: c.pem}}]\n",
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("needs its key"), "{e}");
+}
+
+#[test]
+fn load_resolves_tls_files_and_checks_client_cert_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("prometheus.yml");
+    let write = |tls: &str| {
+        std::fs::write(
+            &path,
+            format!(
+                "scrape_configs:\n- job_name: a\n  tls_config: {tls}\n  http_sd_configs: [{{url: 'https://sd/x', tls_config: {{ca_file: sd-ca.pem}}}}]\n"
+            ),
+        )
+        .unwrap();
+    };
+    // The CA file is only read when the configuration is applied, as in
+    // Prometheus; the client certificate and key must exist.
+    write("{ca_file: ca.pem, cert_file: c.pem, key_file: k.pem}");
+    let e = Config::load(&path).unwrap_err();
+    assert!(
+        e.message.contains("error checking client cert file") && e.message.contains("c.pem"),
+        "{e}"
+    );
+    std::fs::write(dir.path().join("c.pem"), "").unwrap();
+    let e = Config::load(&path).unwrap_err();
+    assert!(e.message.contains("client key file"), "{e}");
+    std::fs::write(dir.path().join("k.pem"), "").unwrap();
+    let c = Config::load(&path).unwrap();
+    let sc = &c.scrape_configs[0];
+    let full = |f: &str| Some(dir.path().join(f).display().to_string());
+    assert_eq!(sc.http.tls_config.ca_file, full("ca.pem"));
+    assert_eq!(sc.http.tls_config.cert_file, full("c.pem"));
+    assert_eq!(sc.http.tls_config.key_file, full("k.pem"));
+    assert_eq!(
+        sc.http_sd_configs[0].http.tls_config.ca_file,
+        full("sd-ca.pem")
+    );
+}
