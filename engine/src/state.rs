@@ -78,7 +78,13 @@ pub fn load_config(path: Option<&Path>, self_addr: &str) -> Result<LoadedConfig,
             p.display().to_string(),
         ),
     };
-    let parsed = Config::parse(&yaml, &name).map_err(|source| ConfigLoadError::Invalid {
+    // A file's relative paths (file_sd, TLS, scrape_config_files) are
+    // resolved against its directory, as Prometheus does.
+    let parsed = match path {
+        None => Config::parse(&yaml, &name),
+        Some(p) => Config::load(p),
+    }
+    .map_err(|source| ConfigLoadError::Invalid {
         path: name.clone(),
         source,
     })?;

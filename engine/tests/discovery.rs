@@ -211,3 +211,51 @@ fn file_sd_changes_are_noticed_through_inotify() {
         "the removed file's target stayed"
     );
 }
+
+#[test]
+fn relative_paths_are_read_from_the_config_files_directory() {
+    // kiln runs with the test's working directory; the files sit beside
+    // the configuration, which names them relatively, as Prometheus allows.
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(
+        dir.path().join("fleet.json"),
+        r#"[{"targets": ["127.0.0.1:7"], "labels": {"from": "file_sd"}}]"#,
+    )
+    .expect("write file_sd");
+    std::fs::create_dir(dir.path().join("jobs")).expect("mkdir");
+    std::fs::write(
+        dir.path().join("jobs/extra.yml"),
+        "scrape_configs:\n\
+         \x20 - job_name: extra\n\
+         \x20   static_configs: [{targets: ['127.0.0.1:8']}]\n",
+    )
+    .expect("write scrape config file");
+    let path = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &path,
+        "global: {scrape_interval: 1s}\n\
+         scrape_config_files: ['jobs/*.yml']\n\
+         scrape_configs:\n\
+         \x20 - job_name: files\n\
+         \x20   file_sd_configs: [{files: ['fleet.json']}]\n",
+    )
+    .expect("write config");
+    assert!(!Path::new("fleet.json").exists());
+    let kiln = Kiln::start(&[&format!("--config.file={}", path.display())]);
+    let found = eventually(Duration::from_secs(20), || {
+        let r = targets_json(&kiln, "");
+        let active = r["data"]["activeTargets"].as_array()?;
+        let pools: Vec<&str> = active
+            .iter()
+            .filter_map(|t| t["scrapePool"].as_str())
+            .collect();
+        (pools.contains(&"files") && pools.contains(&"extra")).then_some(r)
+    });
+    let r = found.expect("both the file_sd target and the scrape_config_files job");
+    let files = r["data"]["activeTargets"]
+        .as_array()
+        .and_then(|a| a.iter().find(|t| t["scrapePool"] == "files").cloned())
+        .expect("files target");
+    assert_eq!(files["labels"]["from"], "file_sd", "{files}");
+    assert_eq!(files["labels"]["instance"], "127.0.0.1:7", "{files}");
+}
