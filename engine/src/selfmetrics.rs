@@ -151,7 +151,7 @@ impl SelfMetrics {
         };
         let float = |v: f64| vec![("{type=\"float\"}".to_owned(), v)];
         let plain = |v: f64| vec![(String::new(), v)];
-        let storage_families: [Family; 12] = [
+        let storage_families: [Family; 13] = [
             (
                 "prometheus_tsdb_head_series",
                 "gauge",
@@ -163,6 +163,12 @@ impl SelfMetrics {
                 "counter",
                 "Total number of appended samples.",
                 float(sum(|s| &s.samples_appended)),
+            ),
+            (
+                "prometheus_tsdb_head_chunks",
+                "gauge",
+                "Total number of chunks in the head block.",
+                plain(sum(|s| &s.head_chunks)),
             ),
             (
                 "prometheus_tsdb_head_series_created_total",

@@ -165,6 +165,8 @@ pub enum ShardRequest {
 pub struct TsdbCounts {
     /// Series.
     pub num_series: u64,
+    /// Chunks, closed and open.
+    pub num_chunks: u64,
     /// Lowest sample time, if any.
     pub min_time: Option<i64>,
     /// Highest sample time, if any.
@@ -203,6 +205,8 @@ pub struct ShardStats {
     pub head_bytes: AtomicU64,
     /// Samples held in the head.
     pub head_samples: AtomicU64,
+    /// Chunks in the head, closed and open.
+    pub head_chunks: AtomicU64,
     /// Lowest timestamp in the head (`i64::MAX` when empty).
     pub min_time: AtomicU64,
     /// Highest timestamp in the head (`i64::MIN` when empty).
@@ -228,6 +232,7 @@ impl ShardStats {
         set(&self.chunk_bytes, m.chunk_bytes as u64);
         set(&self.head_bytes, m.bytes_total as u64);
         set(&self.head_samples, m.samples);
+        set(&self.head_chunks, m.chunks as u64);
         set(&self.min_time, head.min_time().unwrap_or(i64::MAX) as u64);
         set(&self.max_time, head.max_time().unwrap_or(i64::MIN) as u64);
         set(&self.wal_io_uring, u64::from(c.wal_io_uring));
@@ -457,6 +462,7 @@ async fn serve_one(req: ShardRequest, local: &LocalShards) {
                 {
                     let h = s.head.borrow();
                     c.num_series += h.num_series() as u64;
+                    c.num_chunks += h.memory().chunks as u64;
                     if let Some(t) = h.min_time() {
                         c.min_time = Some(c.min_time.map_or(t, |m| m.min(t)));
                     }

@@ -291,6 +291,11 @@ impl OpenChunk {
         self.t_last
     }
 
+    /// Bits of the newest sample's value (meaningless while empty).
+    pub fn last_value_bits(&self) -> u64 {
+        self.v_last
+    }
+
     /// The encoded bytes, readable with [`ChunkIter`] at any time.
     pub fn bytes(&self) -> &[u8] {
         self.w.bytes()

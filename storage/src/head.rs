@@ -20,9 +20,14 @@
 //!   as seen by readers: truncation drops chunks wholly below it, and every
 //!   read clamps its range to it;
 //! * a series is visible to reads only once it has a committed sample;
-//! * staged samples live in the appender and, per series, the last staged
-//!   sample is tagged with the appender's epoch; a new epoch makes all
-//!   earlier staging void, which is how rollback is O(1).
+//! * staged samples live in the head's staging buffer, which every
+//!   appender starts empty; a series remembers the position of its newest
+//!   staged sample, valid only while that position of the buffer holds a
+//!   sample of this very series (a position left over from an earlier
+//!   appender points past the end or at another series' sample), which is
+//!   how rollback is O(1);
+//! * a series' newest committed sample is the last sample of its open
+//!   chunk: a series with samples always has a non-empty open chunk.
 
 use std::path::Path;
 
@@ -130,6 +135,8 @@ pub struct HeadMemory {
     pub samples: u64,
     /// Bytes of encoded chunks (the samples' share of `bytes_total`).
     pub chunk_bytes: usize,
+    /// Chunks, closed and open (Prometheus's `chunkCount`).
+    pub chunks: usize,
 }
 
 /// A closed chunk with its time bounds.
@@ -158,10 +165,9 @@ struct MemSeries {
     open: OpenChunk,
     /// End (exclusive) of the aligned window of the open chunk.
     open_end: i64,
-    /// Newest committed sample: time and value bits.
-    last: Option<(i64, u64)>,
-    /// Newest staged sample and the epoch of the appender that staged it.
-    staged: (u64, i64, u64),
+    /// Position in the head's staging buffer of this series' newest staged
+    /// sample (see the module invariants).
+    staged_at: u32,
     /// Whether the WAL has this series' definition.
     logged: bool,
 }
@@ -193,7 +199,11 @@ impl MemSeries {
             self.open_end = t.div_euclid(range).saturating_add(1).saturating_mul(range);
         }
         self.open.append(t, v);
-        self.last = Some((t, v.to_bits()));
+    }
+
+    /// Newest committed sample: time and value bits.
+    fn last(&self) -> Option<(i64, u64)> {
+        (!self.open.is_empty()).then(|| (self.open.last_time(), self.open.last_value_bits()))
     }
 
     /// The encoded chunks in time order with their bounds.
@@ -240,7 +250,7 @@ impl MemSeries {
 
     /// Whether a committed sample lies in `[lo, hi]`.
     fn has_sample_in(&self, lo: i64, hi: i64) -> bool {
-        let (Some(first), Some((last, _))) = (self.first_time(), self.last) else {
+        let (Some(first), Some((last, _))) = (self.first_time(), self.last()) else {
             return false;
         };
         if last < lo || first > hi {
@@ -262,14 +272,25 @@ impl MemSeries {
         self.closed.iter().map(ClosedChunk::samples).sum::<u64>() + u64::from(self.open.len())
     }
 
-    /// Chunk bytes (open chunk at its capacity) and other bytes, in O(1).
-    fn footprint(&self) -> (usize, usize) {
-        let chunks = self.closed_bytes + self.open.heap_bytes();
-        let other = std::mem::size_of::<MemSeries>()
-            + self.syms.len() * 4
-            + self.closed.capacity() * std::mem::size_of::<ClosedChunk>();
-        (chunks, other)
+    /// Chunk bytes (open chunk at its capacity), other bytes and the
+    /// number of chunks, in O(1).
+    fn footprint(&self) -> Footprint {
+        Footprint {
+            chunk_bytes: self.closed_bytes + self.open.heap_bytes(),
+            other: std::mem::size_of::<MemSeries>()
+                + self.syms.len() * 4
+                + self.closed.capacity() * std::mem::size_of::<ClosedChunk>(),
+            chunks: self.closed.len() + usize::from(!self.open.is_empty()),
+        }
     }
+}
+
+/// What one series holds, for the running totals.
+#[derive(Debug, Clone, Copy)]
+struct Footprint {
+    chunk_bytes: usize,
+    other: usize,
+    chunks: usize,
 }
 
 /// Running totals behind [`Head::memory`], so that it is O(1): updated on
@@ -279,17 +300,20 @@ struct MemTotals {
     samples: u64,
     chunk_bytes: usize,
     series_bytes: usize,
+    chunks: usize,
 }
 
 impl MemTotals {
-    fn add(&mut self, (chunks, other): (usize, usize)) {
-        self.chunk_bytes += chunks;
-        self.series_bytes += other;
+    fn add(&mut self, f: Footprint) {
+        self.chunk_bytes += f.chunk_bytes;
+        self.series_bytes += f.other;
+        self.chunks += f.chunks;
     }
 
-    fn sub(&mut self, (chunks, other): (usize, usize)) {
-        self.chunk_bytes = self.chunk_bytes.saturating_sub(chunks);
-        self.series_bytes = self.series_bytes.saturating_sub(other);
+    fn sub(&mut self, f: Footprint) {
+        self.chunk_bytes = self.chunk_bytes.saturating_sub(f.chunk_bytes);
+        self.series_bytes = self.series_bytes.saturating_sub(f.other);
+        self.chunks = self.chunks.saturating_sub(f.chunks);
     }
 }
 
@@ -321,7 +345,6 @@ pub struct Head {
     max_time: Option<i64>,
     counters: HeadCounters,
     totals: MemTotals,
-    epoch: u64,
     /// Reused staging buffer (kept here so appenders do not allocate).
     staging: Vec<Staged>,
     wal: Option<Wal>,
@@ -344,7 +367,6 @@ impl Head {
             max_time: None,
             counters: HeadCounters::default(),
             totals: MemTotals::default(),
-            epoch: 1,
             staging: Vec::new(),
             wal: None,
         }
@@ -408,7 +430,7 @@ impl Head {
                     else {
                         continue;
                     };
-                    if series.last.is_some_and(|(lt, _)| t <= lt) {
+                    if series.last().is_some_and(|(lt, _)| t <= lt) {
                         continue;
                     }
                     push_sample(series, &mut self.totals, t, v, range);
@@ -429,7 +451,7 @@ impl Head {
                 let mut appended = Vec::new();
                 for s in ChunkIter::new(bytes)? {
                     let (t, v) = s?;
-                    if t >= min_valid && series.last.is_none_or(|(lt, _)| t > lt) {
+                    if t >= min_valid && series.last().is_none_or(|(lt, _)| t > lt) {
                         push_sample(series, &mut self.totals, t, v, range);
                         appended.push(t);
                     }
@@ -446,7 +468,6 @@ impl Head {
 
     /// Stages samples; see [`Appender`].
     pub fn appender(&mut self) -> Appender<'_> {
-        self.epoch += 1;
         self.staging.clear();
         Appender {
             head: self,
@@ -490,6 +511,7 @@ impl Head {
             series: self.live,
             samples: t.samples,
             chunk_bytes: t.chunk_bytes,
+            chunks: t.chunks,
             bytes_total: self.index.heap_bytes()
                 + self.series.capacity() * std::mem::size_of::<Option<Box<MemSeries>>>()
                 + self.staging.capacity() * std::mem::size_of::<Staged>()
@@ -530,7 +552,7 @@ impl Head {
                 Some(first) => {
                     let first = first.max(t);
                     min_time = Some(min_time.map_or(first, |m| m.min(first)));
-                    let last = s.last.map_or(first, |l| l.0);
+                    let last = s.last().map_or(first, |l| l.0);
                     max_time = Some(max_time.map_or(last, |m| m.max(last)));
                 }
                 None => {
@@ -557,7 +579,7 @@ impl Head {
         wal.checkpoint(t, |w| {
             for (id, s) in series.iter_mut().enumerate() {
                 let Some(s) = s.as_deref_mut() else { continue };
-                if s.last.is_none() {
+                if s.last().is_none() {
                     continue;
                 }
                 // Ids are u32 (slot index == id).
@@ -605,8 +627,7 @@ impl Head {
             closed_bytes: 0,
             open: OpenChunk::new(),
             open_end: 0,
-            last: None,
-            staged: (0, 0, 0),
+            staged_at: u32::MAX,
             logged: false,
         });
         self.totals.add(series.footprint());
@@ -723,7 +744,6 @@ impl Head {
         let result = self.apply(&staging);
         self.staging = staging;
         self.staging.clear();
-        self.epoch += 1;
         result
     }
 
@@ -864,7 +884,6 @@ impl Appender<'_> {
     /// staging buffer.
     pub fn append_ref(&mut self, r: HeadRef, t: i64, v: f64) -> Result<(), AppendError> {
         let head = &mut *self.head;
-        let epoch = head.epoch;
         let min_valid = head.min_valid;
         let Some(s) = head
             .series
@@ -879,11 +898,12 @@ impl Appender<'_> {
             self.rejected += 1;
             return Err(AppendError::OutOfBounds);
         }
-        let last = if s.staged.0 == epoch {
-            Some((s.staged.1, s.staged.2))
-        } else {
-            s.last
-        };
+        let staged = head
+            .staging
+            .get(s.staged_at as usize)
+            .filter(|st| st.id == r.0)
+            .map(|st| (st.t, st.v.to_bits()));
+        let last = staged.or_else(|| s.last());
         if let Some((lt, lv)) = last {
             if t == lt {
                 if lv == v.to_bits() {
@@ -899,7 +919,7 @@ impl Appender<'_> {
                 return Err(AppendError::OutOfOrder);
             }
         }
-        s.staged = (epoch, t, v.to_bits());
+        s.staged_at = u32::try_from(head.staging.len()).unwrap_or(u32::MAX);
         head.staging.push(Staged { id: r.0, t, v });
         Ok(())
     }
@@ -923,9 +943,9 @@ impl Appender<'_> {
 impl Drop for Appender<'_> {
     fn drop(&mut self) {
         // After a commit the staging buffer is already empty; otherwise this
-        // is a rollback: a new epoch voids the per-series staged marks.
+        // is a rollback, and an empty buffer voids every series' staged
+        // position.
         self.head.staging.clear();
-        self.head.epoch += 1;
     }
 }
 
@@ -974,6 +994,7 @@ mod tests {
         assert_eq!(m.samples, scan.samples);
         assert_eq!(m.chunk_bytes, scan.chunk_bytes);
         assert_eq!(head.totals.series_bytes, scan.series_bytes);
+        assert_eq!(m.chunks, scan.chunks);
     }
 
     #[test]
@@ -998,9 +1019,12 @@ mod tests {
             }
             assert_totals_match_scan(&head);
         }
+        // Four committed rounds, each in its own 1-s chunk window.
+        assert_eq!(head.memory().chunks, 20 * 4);
         head.truncate_below(2500).unwrap();
         assert_totals_match_scan(&head);
         let m = head.memory();
+        assert_eq!(m.chunks, 20 * 2, "rounds 2 and 4 are at or above 2500");
         assert!(m.bytes_total > m.chunk_bytes && m.chunk_bytes > 0);
         head.truncate_below(10_000).unwrap();
         assert_totals_match_scan(&head);

@@ -360,10 +360,12 @@ pub async fn tsdb_status(state: &ServerState, p: &Params) -> Reply {
     };
     let parts = gather(&state.mailboxes, |reply| ShardRequest::TsdbStatus { reply }).await;
     let mut num_series = 0;
+    let mut num_chunks = 0;
     let (mut mint, mut maxt) = (None::<i64>, None::<i64>);
     let mut pairs: std::collections::HashMap<(String, String), u64> = Default::default();
     for c in parts {
         num_series += c.num_series;
+        num_chunks += c.num_chunks;
         mint = match (mint, c.min_time) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -402,6 +404,8 @@ pub async fn tsdb_status(state: &ServerState, p: &Params) -> Reply {
         .raw(&num_series.to_string())
         .raw(r#","numLabelPairs":"#)
         .raw(&pairs.len().to_string())
+        .raw(r#","chunkCount":"#)
+        .raw(&num_chunks.to_string())
         .raw(r#","minTime":"#)
         .raw(&mint.unwrap_or(i64::MAX).to_string())
         .raw(r#","maxTime":"#)
