@@ -18,6 +18,27 @@ impl Drop for Killed {
     }
 }
 
+/// Starts a fleet on a free port for at most a minute, with `args` after
+/// the fixed ones; returns it (killed on drop) and its port.
+fn start_fleet(args: &[&str]) -> (Killed, u64) {
+    let mut child = Killed(
+        Command::new(BIN)
+            .args(["fleet", "--port", "0", "--duration-s", "60"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut line = String::new();
+    BufReader::new(child.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let ready: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let port = ready["port"].as_u64().unwrap();
+    (child, port)
+}
+
 fn http_get(addr: &str, path: &str) -> (u16, String) {
     let mut stream = TcpStream::connect(addr).unwrap();
     write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
@@ -30,31 +51,17 @@ fn http_get(addr: &str, path: &str) -> (u16, String) {
 
 #[test]
 fn fleet_serves_stable_payloads_on_loopback_addresses() {
-    let mut child = Killed(
-        Command::new(BIN)
-            .args([
-                "fleet",
-                "--targets",
-                "3",
-                "--port",
-                "0",
-                "--duration-s",
-                "60",
-            ])
-            .args(["--series-per-target", "1100", "--failing-targets", "1"])
-            // One slot per hour: two requests in a row share a slot.
-            .args(["--interval", "1h"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let mut line = String::new();
-    BufReader::new(child.0.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let ready: serde_json::Value = serde_json::from_str(&line).unwrap();
-    let port = ready["port"].as_u64().unwrap();
+    // One slot per hour: two requests in a row share a slot.
+    let (_child, port) = start_fleet(&[
+        "--targets",
+        "3",
+        "--series-per-target",
+        "1100",
+        "--failing-targets",
+        "1",
+        "--interval",
+        "1h",
+    ]);
     let first = format!("127.0.1.1:{port}");
     let (status, a) = http_get(&first, "/metrics");
     assert_eq!(status, 200);
@@ -95,29 +102,15 @@ fn http_get_raw(addr: &str, path: &str, headers: &str) -> (u16, String, Vec<u8>)
 
 #[test]
 fn fleet_answers_gzip_when_asked_and_counts_scrapes() {
-    let mut child = Killed(
-        Command::new(BIN)
-            .args([
-                "fleet",
-                "--targets",
-                "2",
-                "--port",
-                "0",
-                "--duration-s",
-                "60",
-            ])
-            .args(["--series-per-target", "1521", "--interval", "1h"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let mut line = String::new();
-    BufReader::new(child.0.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let ready: serde_json::Value = serde_json::from_str(&line).unwrap();
-    let addr = format!("127.0.1.1:{}", ready["port"].as_u64().unwrap());
+    let (_child, port) = start_fleet(&[
+        "--targets",
+        "2",
+        "--series-per-target",
+        "1521",
+        "--interval",
+        "1h",
+    ]);
+    let addr = format!("127.0.1.1:{port}");
     // Up to three tries: the hour may turn between the requests once.
     let mut same_slot = None;
     for _ in 0..3 {

@@ -122,7 +122,7 @@ impl SelfMetrics {
             let _ = writeln!(out, "# HELP {name} {help}");
             let _ = writeln!(out, "# TYPE {name} {kind}");
             for (labels, v) in samples {
-                let _ = writeln!(out, "{name}{labels} {}", format_sample_value(*v));
+                let _ = writeln!(out, "{name}{labels} {}", kiln_storage::format_value(*v));
             }
         };
         family(
@@ -406,32 +406,6 @@ impl Default for SelfMetrics {
     }
 }
 
-/// A sample value as text format 0.0.4 writes it.
-pub fn format_sample_value(v: f64) -> String {
-    if v.is_nan() {
-        return "NaN".to_owned();
-    }
-    if v.is_infinite() {
-        return if v > 0.0 { "+Inf" } else { "-Inf" }.to_owned();
-    }
-    if v == 0.0 {
-        return if v.is_sign_negative() { "-0" } else { "0" }.to_owned();
-    }
-    // Go's strconv.FormatFloat(v, 'g', -1, 64), which the text format
-    // uses: the shortest round-trip digits, in exponent form when the
-    // decimal exponent is below -4 or at least 6 (two exponent digits at
-    // least), plain otherwise. Rust's `{:e}` gives the same shortest digits.
-    let sci = format!("{v:e}");
-    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
-    let exp: i32 = exp.parse().unwrap_or(0);
-    if !(-4..6).contains(&exp) {
-        let sign = if exp < 0 { '-' } else { '+' };
-        format!("{mantissa}e{sign}{:02}", exp.unsigned_abs())
-    } else {
-        v.to_string()
-    }
-}
-
 /// This process's resource use, read from `/proc/self`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ProcessStats {
@@ -484,32 +458,6 @@ impl ProcessStats {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sample_values_render_as_text_format() {
-        assert_eq!(format_sample_value(1.0), "1");
-        assert_eq!(format_sample_value(0.5), "0.5");
-        assert_eq!(format_sample_value(f64::INFINITY), "+Inf");
-        assert_eq!(format_sample_value(f64::NEG_INFINITY), "-Inf");
-        assert_eq!(format_sample_value(f64::NAN), "NaN");
-        // Expected texts are Go's strconv.FormatFloat(v, 'g', -1, 64).
-        let go = [
-            (1e6, "1e+06"),
-            (123_456.0, "123456"),
-            (1_234_567.0, "1.234567e+06"),
-            (0.0001, "0.0001"),
-            (0.000_015, "1.5e-05"),
-            (-2.5e10, "-2.5e+10"),
-            (1e21, "1e+21"),
-            (5e-324, "5e-324"),
-            (1.7976931348623157e308, "1.7976931348623157e+308"),
-            (100.0, "100"),
-            (-0.0, "-0"),
-        ];
-        for (v, want) in go {
-            assert_eq!(format_sample_value(v), want, "{v}");
-        }
-    }
 
     #[test]
     fn process_stats_are_plausible() {

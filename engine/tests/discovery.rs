@@ -6,22 +6,10 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{Kiln, targets};
+use common::{Kiln, eventually, targets};
 use serde_json::{Value, json};
-
-/// Polls `f` every 100 ms until it returns `Some`, at most `limit`.
-fn eventually<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if let Some(v) = f() {
-            return Some(v);
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    None
-}
 
 fn targets_json(kiln: &Kiln, query: &str) -> Value {
     let r = kiln.get(&format!("/api/v1/targets{query}"));

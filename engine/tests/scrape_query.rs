@@ -5,9 +5,9 @@
 
 mod common;
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::{Kiln, targets};
+use common::{Kiln, eventually, targets};
 use serde_json::Value;
 
 const SLOT_MS: i64 = 1000;
@@ -55,18 +55,6 @@ fn write_config(dir: &std::path::Path, addrs: &[std::net::SocketAddr]) -> std::p
     )
     .expect("write config");
     path
-}
-
-/// Polls `f` every 100 ms until it returns `Some`, at most `limit`.
-fn eventually<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if let Some(v) = f() {
-            return Some(v);
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    None
 }
 
 /// The value and timestamp kiln returns for `q` (one series expected).

@@ -35,7 +35,7 @@
 use std::fmt::{self, Write};
 
 use kiln_storage::labels::{is_legacy_label_name, is_legacy_metric_name};
-use kiln_storage::{MatchOp, Matcher};
+use kiln_storage::{MatchOp, Matcher, format_value};
 
 use crate::ast::*;
 
@@ -47,7 +47,7 @@ const INDENT: &str = "  ";
 impl fmt::Display for Expr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.kind {
-            ExprKind::Number(v) => f.write_str(&go_float(*v)),
+            ExprKind::Number(v) => f.write_str(&format_value(*v)),
             ExprKind::String(s) => f.write_str(&go_quote(s)),
             ExprKind::Vector(sel) => {
                 write_selector(f, sel)?;
@@ -362,14 +362,14 @@ fn binary_operator(kind: &ExprKind) -> String {
     }
     match (m.fill_left, m.fill_right) {
         (Some(l), Some(r)) if l.to_bits() == r.to_bits() => {
-            let _ = write!(s, " fill ({})", go_float(l));
+            let _ = write!(s, " fill ({})", format_value(l));
         }
         (l, r) => {
             if let Some(l) = l {
-                let _ = write!(s, " fill_left ({})", go_float(l));
+                let _ = write!(s, " fill_left ({})", format_value(l));
             }
             if let Some(r) = r {
-                let _ = write!(s, " fill_right ({})", go_float(r));
+                let _ = write!(s, " fill_right ({})", format_value(r));
             }
         }
     }
@@ -435,7 +435,7 @@ fn dur_expr(e: &DurationExpr) -> String {
         DurationExpr::Bin(op @ ('*' | '/' | '%' | '^'), a, b) => {
             // Factors read as numbers: `step() * 2`, not `step() * 2s`.
             let plain = |x: &DurationExpr| match x {
-                DurationExpr::Num(v) => go_float(*v),
+                DurationExpr::Num(v) => format_value(*v),
                 _ => dur_operand(e, x),
             };
             format!("{} {op} {}", plain(a), plain(b))
@@ -495,61 +495,8 @@ fn dur_number(s: f64) -> String {
     if s >= 0.0 && ms.fract() == 0.0 && ms < MAX_DURATION_MS as f64 {
         duration_text(ms as i64)
     } else {
-        go_float(s)
+        format_value(s)
     }
-}
-
-/// A float as Go's `%v` writes it: the shortest digits that read back to
-/// the same value, in exponent form when the exponent is below -4 or at
-/// least 6 (`1e+06`, `1.5e-07`, `100000`, `0.0001`), and `+Inf`, `-Inf`,
-/// `NaN`.
-pub fn go_float(v: f64) -> String {
-    if v.is_nan() {
-        return "NaN".into();
-    }
-    if v.is_infinite() {
-        return if v > 0.0 { "+Inf" } else { "-Inf" }.into();
-    }
-    if v == 0.0 {
-        return if v.is_sign_negative() { "-0" } else { "0" }.into();
-    }
-    // Rust's `{:e}` gives the shortest round-trip digits: `1.2345e6`.
-    let sci = format!("{:e}", v.abs());
-    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
-    let exp: i32 = exp.parse().unwrap_or(0);
-    let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
-    let mut out = String::new();
-    if v < 0.0 {
-        out.push('-');
-    }
-    if !(-4..6).contains(&exp) {
-        out.push_str(&digits[..1]);
-        if digits.len() > 1 {
-            out.push('.');
-            out.push_str(&digits[1..]);
-        }
-        let sign = if exp < 0 { '-' } else { '+' };
-        let _ = write!(out, "e{sign}{:02}", exp.abs());
-    } else if exp < 0 {
-        out.push_str("0.");
-        for _ in 0..(-exp - 1) {
-            out.push('0');
-        }
-        out.push_str(&digits);
-    } else {
-        let int_len = exp as usize + 1;
-        if digits.len() <= int_len {
-            out.push_str(&digits);
-            for _ in digits.len()..int_len {
-                out.push('0');
-            }
-        } else {
-            out.push_str(&digits[..int_len]);
-            out.push('.');
-            out.push_str(&digits[int_len..]);
-        }
-    }
-    out
 }
 
 /// A string double-quoted as Go's `strconv.Quote` does: `\a \b \f \n \r
@@ -625,29 +572,6 @@ mod tests {
 
     fn one_line(q: &str) -> String {
         parse(q).unwrap().to_string()
-    }
-
-    #[test]
-    fn floats_print_as_go_does() {
-        for (v, want) in [
-            (1e6, "1e+06"),
-            (1e5, "100000"),
-            (1e-5, "1e-05"),
-            (1e-4, "0.0001"),
-            (123456789.0, "1.23456789e+08"),
-            (1.5e-7, "1.5e-07"),
-            (0.1, "0.1"),
-            (-2.5, "-2.5"),
-            (12.75, "12.75"),
-            (1e21, "1e+21"),
-            (f64::MAX, "1.7976931348623157e+308"),
-            (5e-324, "5e-324"),
-            (f64::INFINITY, "+Inf"),
-            (f64::NEG_INFINITY, "-Inf"),
-            (f64::NAN, "NaN"),
-        ] {
-            assert_eq!(go_float(v), want, "{v}");
-        }
     }
 
     #[test]

@@ -14,7 +14,8 @@
 //! * [`chunk`]: the Gorilla-style chunk codec with decimal value encoding;
 //! * `index`: symbols, series ids, postings and matcher evaluation;
 //! * [`head`]: the appendable in-memory head and its appenders;
-//! * [`wal`]: the head's write-ahead log.
+//! * [`wal`]: the head's write-ahead log;
+//! * [`value_text`]: a sample value as text, as Go writes it.
 
 #![warn(missing_docs)]
 
@@ -26,6 +27,7 @@ pub mod labels;
 pub mod matcher;
 pub mod mem;
 pub mod select;
+pub mod value_text;
 pub mod wal;
 
 pub use chunk::{ChunkError, ChunkIter, MAX_CHUNK_SAMPLES, OpenChunk, ValueEncoding};
@@ -38,4 +40,5 @@ pub use select::{
     STALE_NAN_BITS, Select, SelectError, SelectHints, SeriesBatch, SeriesBatchBuilder, SeriesRef,
     is_stale_nan, merge_batches, stale_nan,
 };
+pub use value_text::format_value;
 pub use wal::{ReplayStats, WalError, WalOptions};

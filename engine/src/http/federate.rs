@@ -15,7 +15,6 @@ use kiln_storage::{LabelsBuilder, Matcher, SelectHints, is_stale_nan};
 
 use super::params::Params;
 use super::response::{Reply, TEXT_FORMAT};
-use crate::selfmetrics::format_sample_value;
 use crate::state::ServerState;
 
 /// `GET /federate`.
@@ -101,7 +100,7 @@ pub async fn federate(state: &ServerState, p: &Params) -> Reply {
         if !first {
             out.push('}');
         }
-        let _ = writeln!(out, " {} {t}", format_sample_value(*v));
+        let _ = writeln!(out, " {} {t}", kiln_storage::format_value(*v));
     }
     Reply::new(StatusCode::OK, TEXT_FORMAT, out)
 }

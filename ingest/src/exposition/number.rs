@@ -162,63 +162,11 @@ pub(crate) fn seconds_to_ms(s: f64) -> Option<i64> {
 /// `.0` when the result has neither `.` nor `e`: Prometheus's canonical text
 /// for `le` and `quantile` values, so `1` and `1.0` name the same bucket.
 pub(crate) fn format_openmetrics_float(f: f64) -> String {
-    if f.is_nan() {
-        return "NaN".into();
+    let mut s = kiln_storage::format_value(f);
+    if f.is_finite() && !s.contains(['.', 'e']) {
+        s.push_str(".0");
     }
-    if f.is_infinite() {
-        return if f > 0.0 { "+Inf" } else { "-Inf" }.into();
-    }
-    if f == 0.0 {
-        return if f.is_sign_negative() { "-0.0" } else { "0.0" }.into();
-    }
-    // Rust's `{:e}` gives the shortest round-trip digits: `d[.ddd]e<exp>`.
-    let sci = format!("{:e}", f.abs());
-    let (mant, exp) = sci
-        .split_once('e')
-        .expect("`{:e}` output always has an exponent");
-    let exp: i32 = exp.parse().expect("`{:e}` exponent is an integer");
-    let digits: String = mant.chars().filter(|c| *c != '.').collect();
-    let mut out = String::with_capacity(24);
-    if f < 0.0 {
-        out.push('-');
-    }
-    // Go's shortest %g: exponent form when exp < -4 || exp >= 6.
-    if !(-4..6).contains(&exp) {
-        out.push_str(&digits[..1]);
-        if digits.len() > 1 {
-            out.push('.');
-            out.push_str(&digits[1..]);
-        }
-        out.push('e');
-        out.push(if exp < 0 { '-' } else { '+' });
-        let a = exp.unsigned_abs();
-        if a < 10 {
-            out.push('0');
-        }
-        out.push_str(&a.to_string());
-        return out;
-    }
-    if exp < 0 {
-        out.push_str("0.");
-        for _ in 0..(-exp - 1) {
-            out.push('0');
-        }
-        out.push_str(&digits);
-    } else {
-        let int_len = exp as usize + 1;
-        if digits.len() <= int_len {
-            out.push_str(&digits);
-            for _ in digits.len()..int_len {
-                out.push('0');
-            }
-            out.push_str(".0");
-        } else {
-            out.push_str(&digits[..int_len]);
-            out.push('.');
-            out.push_str(&digits[int_len..]);
-        }
-    }
-    out
+    s
 }
 
 #[cfg(test)]
