@@ -158,13 +158,10 @@ impl ClosedChunk {
 struct MemSeries {
     /// Interned label pairs (name, value, …) in label order.
     syms: Box<[u32]>,
-    hash: u64,
     closed: Vec<ClosedChunk>,
     /// Sum of the closed chunks' byte lengths.
     closed_bytes: usize,
     open: OpenChunk,
-    /// End (exclusive) of the aligned window of the open chunk.
-    open_end: i64,
     /// Position in the head's staging buffer of this series' newest staged
     /// sample (see the module invariants).
     staged_at: u32,
@@ -184,7 +181,17 @@ impl MemSeries {
     /// Appends a committed sample, cutting the open chunk when it is full
     /// or the sample leaves its window.
     fn push(&mut self, t: i64, v: f64, range: i64) {
-        if !self.open.is_empty() && (self.open.len() >= MAX_CHUNK_SAMPLES || t >= self.open_end) {
+        // The open chunk's window: the aligned `range` holding its first
+        // sample (derived, not stored: every byte of a series counts).
+        let window_end = |first: i64| {
+            first
+                .div_euclid(range)
+                .saturating_add(1)
+                .saturating_mul(range)
+        };
+        if !self.open.is_empty()
+            && (self.open.len() >= MAX_CHUNK_SAMPLES || t >= window_end(self.open.first_time()))
+        {
             let open_first_last = (self.open.first_time(), self.open.last_time());
             let open = std::mem::take(&mut self.open);
             let bytes = open.finish();
@@ -194,9 +201,6 @@ impl MemSeries {
                 max_t: open_first_last.1,
                 bytes,
             });
-        }
-        if self.open.is_empty() {
-            self.open_end = t.div_euclid(range).saturating_add(1).saturating_mul(range);
         }
         self.open.append(t, v);
     }
@@ -622,11 +626,9 @@ impl Head {
         let syms = self.index.add(id, labels, hash);
         let series = Box::new(MemSeries {
             syms,
-            hash,
             closed: Vec::new(),
             closed_bytes: 0,
             open: OpenChunk::new(),
-            open_end: 0,
             staged_at: u32::MAX,
             logged: false,
         });
@@ -640,7 +642,10 @@ impl Head {
     fn remove_series(&mut self, id: u32) {
         if let Some(s) = self.series.get_mut(id as usize).and_then(Option::take) {
             self.totals.sub(s.footprint());
-            self.index.remove(id, &s.syms, s.hash);
+            // The hash is recomputed rather than kept per series: removal
+            // is rare (truncation), series are many.
+            let hash = self.index.labels(&s.syms).hash();
+            self.index.remove(id, &s.syms, hash);
             self.live -= 1;
             self.counters.series_removed += 1;
         }
@@ -995,6 +1000,24 @@ mod tests {
         assert_eq!(m.chunk_bytes, scan.chunk_bytes);
         assert_eq!(head.totals.series_bytes, scan.series_bytes);
         assert_eq!(m.chunks, scan.chunks);
+    }
+
+    #[test]
+    fn collected_series_leave_nothing_in_the_lookup() {
+        let mut head = Head::new(HeadOptions::default());
+        let mut app = head.appender();
+        for i in 0..40u32 {
+            let l = Labels::from_pairs([("__name__", "m"), ("i", &i.to_string())]).unwrap();
+            app.append(&l, i64::from(i % 2) * 10_000, 1.0).unwrap();
+        }
+        app.commit().unwrap();
+        assert_eq!(head.index.lookup_entries(), 40);
+        // Half the series have their only sample below 5000.
+        head.truncate_below(5000).unwrap();
+        assert_eq!(head.num_series(), 20);
+        assert_eq!(head.index.lookup_entries(), 20);
+        head.truncate_below(20_000).unwrap();
+        assert_eq!(head.index.lookup_entries(), 0);
     }
 
     #[test]

@@ -194,6 +194,13 @@ impl Index {
         syms.into_boxed_slice()
     }
 
+    /// Entries of the hash → id lookup, collisions included (tests check
+    /// that removals leave none behind).
+    #[cfg(test)]
+    pub(crate) fn lookup_entries(&self) -> usize {
+        self.by_hash.len() + self.collisions.values().map(Vec::len).sum::<usize>()
+    }
+
     /// Unregisters series `id`, whose interned pairs are `syms`.
     pub(crate) fn remove(&mut self, id: u32, syms: &[u32], hash: u64) {
         let mut bytes = ID_BYTES + LOOKUP_BYTES;
