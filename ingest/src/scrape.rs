@@ -317,19 +317,6 @@ impl ScrapeCache {
         self.index.is_empty()
     }
 
-    /// Heap bytes the cache holds (its tables, keys and metadata).
-    pub fn heap_bytes(&self) -> usize {
-        self.index.capacity() * (std::mem::size_of::<u32>() + 1)
-            + self.slots.capacity() * std::mem::size_of::<CacheEntry>()
-            + self.free.capacity() * std::mem::size_of::<u32>()
-            + self.keys.capacity()
-            + self
-                .metadata
-                .iter()
-                .map(|(k, m)| k.len() + m.help.len() + m.unit.len() + 64)
-                .sum::<usize>()
-    }
-
     /// The slot index of the series with these raw bytes.
     fn find(&self, hash: u64, key: &[u8]) -> Option<u32> {
         self.index
@@ -577,6 +564,16 @@ impl ScrapeCache {
                     };
                 }
             }
+            // Offsets are u32: a target whose series' raw bytes would pass
+            // 4 GiB (only possible with bodies near the 1 GiB limit) keeps
+            // its new series out of the cache, which then treats them as
+            // new at every scrape (correct, just slower).
+            if self.garbage > 0 && self.keys.len() + p.added_keys.len() > MAX_KEY_BYTES {
+                self.compact_keys();
+            }
+            if self.keys.len() + p.added_keys.len() > MAX_KEY_BYTES {
+                p.added.clear();
+            }
             self.index.reserve(p.added.len(), |&i| {
                 xxh3_64(cache_key(&self.keys, &self.slots[i as usize]))
             });
@@ -675,6 +672,9 @@ impl ScrapeCache {
         Ok(())
     }
 }
+
+/// Most bytes of raw series text one cache holds (its offsets are u32).
+const MAX_KEY_BYTES: usize = u32::MAX as usize;
 
 /// The raw bytes of a cache entry.
 fn cache_key<'k>(keys: &'k [u8], e: &CacheEntry) -> &'k [u8] {

@@ -210,6 +210,25 @@ enum ValueState {
     },
 }
 
+impl ValueState {
+    /// The state before a chunk's first value: decimal with this
+    /// `(scale, shift)` layout, or XOR without one.
+    fn initial(layout: Option<(u8, u8)>) -> Self {
+        match layout {
+            Some((scale, shift)) => ValueState::Decimal {
+                scale,
+                shift,
+                last: 0,
+                delta: 0,
+            },
+            None => ValueState::Xor {
+                leading: u8::MAX,
+                trailing: 0,
+            },
+        }
+    }
+}
+
 /// The chunk a series is appending to. See the module documentation.
 #[derive(Debug, Clone)]
 pub struct OpenChunk {
@@ -332,19 +351,7 @@ impl OpenChunk {
                 .decimal
                 .then(|| decimal_layout(0, std::iter::once(v)))
                 .flatten();
-            let values = match layout {
-                Some((scale, shift)) => ValueState::Decimal {
-                    scale,
-                    shift,
-                    last: 0,
-                    delta: 0,
-                },
-                None => ValueState::Xor {
-                    leading: u8::MAX,
-                    trailing: 0,
-                },
-            };
-            self.start(values);
+            self.start(ValueState::initial(layout));
         } else if let ValueState::Decimal { scale, shift, .. } = self.values {
             match to_decimal(v, scale) {
                 Some(i) if i.trailing_zeros() >= u32::from(shift) => {
@@ -459,18 +466,7 @@ impl OpenChunk {
             .collect();
         debug_assert_eq!(samples.len(), usize::from(self.count));
         samples.push((t, v));
-        let values = match decimal_layout(scale, samples.iter().map(|s| s.1)) {
-            Some((scale, shift)) => ValueState::Decimal {
-                scale,
-                shift,
-                last: 0,
-                delta: 0,
-            },
-            None => ValueState::Xor {
-                leading: u8::MAX,
-                trailing: 0,
-            },
-        };
+        let values = ValueState::initial(decimal_layout(scale, samples.iter().map(|s| s.1)));
         *self = OpenChunk::new();
         self.start(values);
         for (t, v) in samples {

@@ -45,28 +45,12 @@ fn parse_float_fast(b: &[u8]) -> Option<f64> {
     let mut digits = 0usize;
     let mut exp10: i32 = 0;
     let int_start = i;
-    while let Some(&c) = b.get(i) {
-        let d = c.wrapping_sub(b'0');
-        if d > 9 {
-            break;
-        }
-        mantissa = mantissa.wrapping_mul(10).wrapping_add(u64::from(d));
-        digits += 1;
-        i += 1;
-    }
+    i = accumulate_digits(b, i, &mut mantissa, &mut digits);
     let mut any_digit = i > int_start;
     if b.get(i) == Some(&b'.') {
         i += 1;
         let frac_start = i;
-        while let Some(&c) = b.get(i) {
-            let d = c.wrapping_sub(b'0');
-            if d > 9 {
-                break;
-            }
-            mantissa = mantissa.wrapping_mul(10).wrapping_add(u64::from(d));
-            digits += 1;
-            i += 1;
-        }
+        i = accumulate_digits(b, i, &mut mantissa, &mut digits);
         // Saturating: a line may hold more fraction digits than i32 counts.
         exp10 = exp10.saturating_sub(i32::try_from(i - frac_start).unwrap_or(i32::MAX));
         any_digit |= i > frac_start;
@@ -167,6 +151,23 @@ pub(crate) fn format_openmetrics_float(f: f64) -> String {
         s.push_str(".0");
     }
     s
+}
+
+/// Folds the decimal digits of `b` from `i` on into `mantissa` (wrapping;
+/// the caller rejects more than 19 digits) and counts them; returns the
+/// index after the last digit.
+#[inline]
+fn accumulate_digits(b: &[u8], mut i: usize, mantissa: &mut u64, digits: &mut usize) -> usize {
+    while let Some(&c) = b.get(i) {
+        let d = c.wrapping_sub(b'0');
+        if d > 9 {
+            break;
+        }
+        *mantissa = mantissa.wrapping_mul(10).wrapping_add(u64::from(d));
+        *digits += 1;
+        i += 1;
+    }
+    i
 }
 
 #[cfg(test)]
