@@ -345,6 +345,9 @@ pub struct Head {
     series: Vec<Option<Box<MemSeries>>>,
     live: usize,
     min_valid: i64,
+    /// Appends below this (or below `min_valid`) are out of bounds: raised
+    /// while a range is being persisted, so that it gets no new sample.
+    append_floor: i64,
     min_time: Option<i64>,
     max_time: Option<i64>,
     counters: HeadCounters,
@@ -367,6 +370,7 @@ impl Head {
             series: Vec::new(),
             live: 0,
             min_valid: i64::MIN,
+            append_floor: i64::MIN,
             min_time: None,
             max_time: None,
             counters: HeadCounters::default(),
@@ -506,7 +510,43 @@ impl Head {
         self.min_valid
     }
 
-    /// Memory accounting.
+    /// Refuses appends below `t` from now on, as out of bounds (it never
+    /// lowers the floor). Readers are unaffected.
+    pub fn raise_append_floor(&mut self, t: i64) {
+        self.append_floor = self.append_floor.max(t);
+    }
+
+    /// One past the highest series slot: [`Head::series_chunks`] takes
+    /// ranges of `0..series_slots()`.
+    pub fn series_slots(&self) -> usize {
+        self.series.len()
+    }
+
+    /// For each series in `slots` (a range of series ids) with chunks
+    /// wholly inside `[mint, maxt)`, calls `f` with its labels and those
+    /// chunks (`(min_t, max_t, bytes)`, time ordered). A chunk crossing
+    /// either bound is skipped: callers pass ranges aligned to the chunk
+    /// range, which chunks never cross.
+    pub fn series_chunks(
+        &self,
+        slots: std::ops::Range<usize>,
+        mint: i64,
+        maxt: i64,
+        mut f: impl FnMut(Labels, &mut dyn Iterator<Item = (i64, i64, &[u8])>),
+    ) {
+        let end = slots.end.min(self.series.len());
+        for s in self.series[slots.start.min(end)..end].iter().flatten() {
+            let mut inside = s
+                .chunks()
+                .skip_while(|c| c.0 < mint)
+                .take_while(|c| c.1 < maxt)
+                .peekable();
+            if inside.peek().is_some() {
+                f(self.index.labels(&s.syms), &mut inside);
+            }
+        }
+    }
+
     /// Memory accounting, in O(1) (running totals; the index part is an
     /// estimate between truncations).
     pub fn memory(&self) -> HeadMemory {
@@ -889,7 +929,7 @@ impl Appender<'_> {
     /// staging buffer.
     pub fn append_ref(&mut self, r: HeadRef, t: i64, v: f64) -> Result<(), AppendError> {
         let head = &mut *self.head;
-        let min_valid = head.min_valid;
+        let min_valid = head.min_valid.max(head.append_floor);
         let Some(s) = head
             .series
             .get_mut(r.0 as usize)

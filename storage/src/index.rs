@@ -149,6 +149,106 @@ fn selectivity_rank(m: &Matcher) -> u8 {
     }
 }
 
+/// Postings that matchers can be evaluated over: the head's [`Index`] or
+/// a persisted block's.
+pub(crate) trait PostingsSource {
+    /// Every series.
+    fn all(&self) -> &RoaringBitmap;
+    /// Calls `f` with the series having `name` = `value`, if any.
+    fn with_exact(&self, name: &str, value: &str, f: &mut dyn FnMut(&RoaringBitmap));
+    /// Calls `f` with the series of each value of `name` that `keep`
+    /// accepts.
+    fn with_values(
+        &self,
+        name: &str,
+        keep: &mut dyn FnMut(&str) -> bool,
+        f: &mut dyn FnMut(&RoaringBitmap),
+    );
+}
+
+/// Series matching every matcher (all series for no matcher).
+///
+/// Matchers run from the likely most selective (`=`) to the likely least
+/// (those matching the empty string, computed as complements); each one
+/// only unions postings within the ids still selected, so a broad regex
+/// after a narrow `=` costs little.
+pub(crate) fn select_postings(src: &impl PostingsSource, matchers: &[Matcher]) -> RoaringBitmap {
+    let mut order: Vec<&Matcher> = matchers.iter().collect();
+    order.sort_by_key(|m| selectivity_rank(m));
+    let mut acc: Option<RoaringBitmap> = None;
+    for m in order {
+        let ids = select_one(src, m, acc.as_ref());
+        let done = ids.is_empty();
+        acc = Some(ids);
+        if done {
+            break;
+        }
+    }
+    acc.unwrap_or_else(|| src.all().clone())
+}
+
+/// Series among `within` (all series when `None`) selected by one matcher.
+/// A series without the label has the value `""`. With `P` the series
+/// whose value passes the matcher's positive test (`=` or `=~` for either
+/// polarity) and `H` the series that have the label: `=`/`=~` select `P`,
+/// plus the series lacking the label when `""` passes; `!=`/`!~` select
+/// `H − P`, plus those lacking it when `""` fails the positive test.
+fn select_one(
+    src: &impl PostingsSource,
+    m: &Matcher,
+    within: Option<&RoaringBitmap>,
+) -> RoaringBitmap {
+    let base = within.unwrap_or(src.all());
+    let negated = matches!(m.op(), MatchOp::NotEqual | MatchOp::NotRegex);
+    let pattern = match m.op() {
+        MatchOp::Equal | MatchOp::NotEqual => Pattern::Literals(vec![m.value().to_owned()]),
+        MatchOp::Regex | MatchOp::NotRegex => classify(m.value()),
+    };
+    // Whether "" passes the positive test.
+    let empty_passes = m.matches_empty() != negated;
+    if matches!(pattern, Pattern::Any) {
+        return if negated {
+            RoaringBitmap::new()
+        } else {
+            base.clone()
+        };
+    }
+    let mut passing = RoaringBitmap::new();
+    let mut add = |ids: &RoaringBitmap| match within {
+        Some(w) => passing |= ids & w,
+        None => passing |= ids,
+    };
+    let name = m.name();
+    match &pattern {
+        Pattern::Literals(lits) => {
+            for lit in lits {
+                src.with_exact(name, lit, &mut add);
+            }
+        }
+        Pattern::NonEmpty => src.with_values(name, &mut |_| true, &mut add),
+        Pattern::Prefix(p) => src.with_values(name, &mut |v| v.starts_with(p.as_str()), &mut add),
+        Pattern::General | Pattern::Any => src.with_values(
+            name,
+            &mut |v| if negated { !m.matches(v) } else { m.matches(v) },
+            &mut add,
+        ),
+    }
+    let having = || {
+        let mut h = RoaringBitmap::new();
+        src.with_values(name, &mut |_| true, &mut |ids| match within {
+            Some(w) => h |= ids & w,
+            None => h |= ids,
+        });
+        h
+    };
+    match (negated, empty_passes) {
+        (false, false) => passing,
+        (false, true) => base - &(having() - &passing),
+        (true, false) => base - &passing,
+        (true, true) => having() - &passing,
+    }
+}
+
 /// Series ids, symbols and postings. See the module documentation.
 #[derive(Debug, Default)]
 pub(crate) struct Index {
@@ -287,102 +387,8 @@ impl Index {
     }
 
     /// Series ids matching every matcher (all series for no matcher).
-    ///
-    /// Matchers run from the likely most selective (`=`) to the likely
-    /// least (those matching the empty string, computed as complements);
-    /// each one only unions postings within the ids still selected, so a
-    /// broad regex after a narrow `=` costs little.
     pub(crate) fn select(&self, matchers: &[Matcher]) -> RoaringBitmap {
-        let mut order: Vec<&Matcher> = matchers.iter().collect();
-        order.sort_by_key(|m| selectivity_rank(m));
-        let mut acc: Option<RoaringBitmap> = None;
-        for m in order {
-            let ids = self.select_one(m, acc.as_ref());
-            let done = ids.is_empty();
-            acc = Some(ids);
-            if done {
-                break;
-            }
-        }
-        acc.unwrap_or_else(|| self.all.clone())
-    }
-
-    /// Series ids among `within` (all series when `None`) selected by one
-    /// matcher. A series without the label has the value `""`. With `P`
-    /// the series whose value passes the matcher's positive test (`=` or
-    /// `=~` for either polarity) and `H` the series that have the label:
-    /// `=`/`=~` select `P`, plus the series lacking the label when `""`
-    /// passes; `!=`/`!~` select `H − P`, plus those lacking it when `""`
-    /// fails the positive test.
-    fn select_one(&self, m: &Matcher, within: Option<&RoaringBitmap>) -> RoaringBitmap {
-        let base = within.unwrap_or(&self.all);
-        let add = |acc: &mut RoaringBitmap, ids: &RoaringBitmap| match within {
-            Some(w) => *acc |= ids & w,
-            None => *acc |= ids,
-        };
-        let negated = matches!(m.op(), MatchOp::NotEqual | MatchOp::NotRegex);
-        let pattern = match m.op() {
-            MatchOp::Equal | MatchOp::NotEqual => Pattern::Literals(vec![m.value().to_owned()]),
-            MatchOp::Regex | MatchOp::NotRegex => classify(m.value()),
-        };
-        // Whether "" passes the positive test.
-        let empty_passes = m.matches_empty() != negated;
-        if matches!(pattern, Pattern::Any) {
-            return if negated {
-                RoaringBitmap::new()
-            } else {
-                base.clone()
-            };
-        }
-        let values = self
-            .symbols
-            .lookup(m.name())
-            .and_then(|n| self.postings.get(&n));
-        let positive = |v: &str| if negated { !m.matches(v) } else { m.matches(v) };
-        let mut passing = RoaringBitmap::new();
-        if let Some(values) = values {
-            match &pattern {
-                Pattern::Literals(lits) => {
-                    for lit in lits {
-                        if let Some(ids) = self.symbols.lookup(lit).and_then(|v| values.get(&v)) {
-                            add(&mut passing, ids);
-                        }
-                    }
-                }
-                Pattern::NonEmpty => {
-                    for ids in values.values() {
-                        add(&mut passing, ids);
-                    }
-                }
-                Pattern::Prefix(p) => {
-                    for (&v, ids) in values {
-                        if self.symbols.get(v).starts_with(p.as_str()) {
-                            add(&mut passing, ids);
-                        }
-                    }
-                }
-                Pattern::General | Pattern::Any => {
-                    for (&v, ids) in values {
-                        if positive(self.symbols.get(v)) {
-                            add(&mut passing, ids);
-                        }
-                    }
-                }
-            }
-        }
-        let having = || {
-            let mut h = RoaringBitmap::new();
-            for ids in values.into_iter().flat_map(HashMap::values) {
-                add(&mut h, ids);
-            }
-            h
-        };
-        match (negated, empty_passes) {
-            (false, false) => passing,
-            (false, true) => base - &(having() - &passing),
-            (true, false) => base - &passing,
-            (true, true) => having() - &passing,
-        }
+        select_postings(self, matchers)
     }
 
     /// For each interned label name, the bitmap of series having it.
@@ -428,6 +434,36 @@ impl Index {
             + self.all.serialized_size()
             + self.by_hash.capacity() * (8 + 4 + 4)
             + self.collisions.capacity() * (8 + 24 + 8)
+    }
+}
+
+impl PostingsSource for Index {
+    fn all(&self) -> &RoaringBitmap {
+        &self.all
+    }
+
+    fn with_exact(&self, name: &str, value: &str, f: &mut dyn FnMut(&RoaringBitmap)) {
+        let ids = self
+            .symbols
+            .lookup(name)
+            .and_then(|n| self.postings.get(&n))
+            .and_then(|values| values.get(&self.symbols.lookup(value)?));
+        if let Some(ids) = ids {
+            f(ids);
+        }
+    }
+
+    fn with_values(
+        &self,
+        name: &str,
+        keep: &mut dyn FnMut(&str) -> bool,
+        f: &mut dyn FnMut(&RoaringBitmap),
+    ) {
+        for (v, ids) in self.values(name) {
+            if keep(v) {
+                f(ids);
+            }
+        }
     }
 }
 

@@ -20,17 +20,23 @@
 #![warn(missing_docs)]
 
 pub mod bitstream;
+pub mod block;
 pub mod chunk;
+pub mod db;
 pub mod head;
 mod index;
+mod io;
 pub mod labels;
 pub mod matcher;
 pub mod mem;
 pub mod select;
 pub mod value_text;
+mod varint;
 pub mod wal;
 
+pub use block::{Block, BlockError, BlockMeta, BlockWriter};
 pub use chunk::{ChunkError, ChunkIter, MAX_CHUNK_SAMPLES, OpenChunk, ValueEncoding};
+pub use db::{Db, DbCounters, DbError, HeadCut};
 pub use head::{
     AppendError, Appender, CommitStats, Head, HeadCounters, HeadMemory, HeadOptions, HeadRef,
 };

@@ -30,7 +30,6 @@
 //! segments are deleted, a warning is logged and counted; everything before
 //! is kept. Writing then resumes in a new segment.
 
-mod io;
 mod record;
 
 use std::fs;
@@ -48,7 +47,7 @@ use crate::labels::Labels;
 pub(crate) use record::WalRecord;
 use record::{HEADER_LEN, RecordBuf, crc_ok, decode, parse_header};
 
-use self::io::{Io, LogFile, sync_dir};
+use crate::io::{Io, LogFile, sync_dir};
 
 /// At most this many bytes wait for the writer thread; see the module docs.
 pub const MAX_PENDING_BYTES: u64 = 64 << 20;

@@ -13,6 +13,7 @@
 //!   bytes at hand and reported as [`WalError::Invalid`].
 
 use crate::labels::Labels;
+use crate::varint::{get_uvarint, get_varint, put_uvarint, put_varint};
 use crate::wal::WalError;
 
 /// Bytes of a record header.
@@ -49,18 +50,6 @@ pub(crate) enum WalRecord<'a> {
     MinValid(i64),
 }
 
-fn put_uvarint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-fn put_varint(out: &mut Vec<u8>, v: i64) {
-    put_uvarint(out, ((v << 1) ^ (v >> 63)) as u64);
-}
-
 fn invalid(what: &str) -> WalError {
     WalError::Invalid(what.to_owned())
 }
@@ -72,20 +61,17 @@ struct Cursor<'a> {
 
 impl<'a> Cursor<'a> {
     fn uvarint(&mut self) -> Result<u64, WalError> {
-        let mut out = 0u64;
-        for (i, &byte) in self.b.iter().enumerate().take(10) {
-            out |= u64::from(byte & 0x7f) << (7 * i);
-            if byte < 0x80 {
-                self.b = &self.b[i + 1..];
-                return Ok(out);
-            }
-        }
-        Err(invalid("bad varint"))
+        let mut pos = 0;
+        let v = get_uvarint(self.b, &mut pos).ok_or_else(|| invalid("bad varint"))?;
+        self.b = &self.b[pos..];
+        Ok(v)
     }
 
     fn varint(&mut self) -> Result<i64, WalError> {
-        let u = self.uvarint()?;
-        Ok((u >> 1) as i64 ^ -((u & 1) as i64))
+        let mut pos = 0;
+        let v = get_varint(self.b, &mut pos).ok_or_else(|| invalid("bad varint"))?;
+        self.b = &self.b[pos..];
+        Ok(v)
     }
 
     fn id(&mut self) -> Result<u32, WalError> {

@@ -1,6 +1,6 @@
-//! Aligned, append-only file writing for the WAL: 4 KiB-aligned O_DIRECT
-//! writes submitted through io_uring, or through `pwrite` where io_uring is
-//! refused or disabled.
+//! Aligned, append-only file writing for the WAL and for block files:
+//! 4 KiB-aligned O_DIRECT writes submitted through io_uring, or through
+//! `pwrite` where io_uring is refused or disabled.
 //!
 //! A [`LogFile`] keeps the bytes not yet on disk in an aligned buffer that
 //! starts at a block boundary of the file. Writing out sends whole blocks,
@@ -46,7 +46,7 @@ impl Io {
         match IoUring::new(RING_ENTRIES) {
             Ok(ring) => Io::Uring(Box::new(ring)),
             Err(e) => {
-                log::warn!("WAL: io_uring unavailable ({e}); writing with pwrite instead");
+                log::warn!("storage: io_uring unavailable ({e}); writing with pwrite instead");
                 Io::Pwrite
             }
         }
@@ -122,7 +122,7 @@ impl AlignedBuf {
     }
 }
 
-/// One append-only WAL file. See the module documentation.
+/// One append-only file. See the module documentation.
 pub(crate) struct LogFile {
     file: File,
     path: PathBuf,
@@ -150,7 +150,7 @@ impl LogFile {
             // Some file systems (tmpfs, some overlays) refuse O_DIRECT.
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
                 log::warn!(
-                    "WAL: {} does not support O_DIRECT; using buffered writes",
+                    "storage: {} does not support O_DIRECT; using buffered writes",
                     path.display()
                 );
                 let _ = std::fs::remove_file(path);
@@ -230,6 +230,12 @@ impl LogFile {
     /// Writes out, cuts the zero padding, syncs, and closes.
     pub(crate) fn finish(mut self, io: &mut Io) -> io::Result<()> {
         self.write_out(io)?;
+        self.cut_and_sync()
+    }
+
+    /// Cuts the zero padding after a write-out and syncs; nothing may be
+    /// appended afterwards.
+    pub(crate) fn cut_and_sync(&self) -> io::Result<()> {
         self.file.set_len(self.logical_len())?;
         self.file.sync_all()
     }

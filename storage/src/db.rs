@@ -1,0 +1,398 @@
+//! A shard's whole storage: the head (with its WAL) and the persisted
+//! blocks, under one directory:
+//!
+//! * `wal/`: the head's write-ahead log (see [`crate::wal`]);
+//! * `blocks/<ulid>/`: one immutable block per persisted range (see
+//!   [`crate::block`]); `blocks/<ulid>.tmp/` is one being written.
+//!
+//! Life of a sample: appended to the head and logged to the WAL; once the
+//! head spans more than 1.5 block ranges, its oldest whole range
+//! `[mint, mint + range)` is written out as a block (a [`HeadCut`], done in
+//! slices so the shard keeps serving between them); when the block is in
+//! place the head is truncated at its end, which drops those chunks,
+//! garbage-collects every series left without samples (those that got no
+//! sample for the whole range) and checkpoints the WAL.
+//!
+//! Invariants:
+//! * once a cut of `[mint, maxt)` has begun, the head refuses appends below
+//!   `maxt`, so the block gets every sample the head has in its range;
+//! * a range is in a block before the head forgets it: a crash between the
+//!   two leaves both, and reads merge equal timestamps, so nothing is lost
+//!   or doubled; opening truncates the head at the newest block's end;
+//! * blocks are kept sorted by `min_time` and never overlap each other.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::block::{Block, BlockError, BlockMeta, BlockWriter};
+use crate::head::{Head, HeadOptions};
+use crate::labels::Labels;
+use crate::matcher::Matcher;
+use crate::select::{Select, SelectError, SelectHints, SeriesBatch, merge_batches};
+use crate::wal::{ReplayStats, WalError, WalOptions};
+
+/// Storage failures.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// The WAL failed.
+    #[error(transparent)]
+    Wal(#[from] WalError),
+    /// A block could not be written, read or removed.
+    #[error(transparent)]
+    Block(#[from] BlockError),
+}
+
+/// Counters of block activity (Prometheus's `prometheus_tsdb_*` names in
+/// the docs of each field).
+#[derive(Debug, Default, Clone)]
+pub struct DbCounters {
+    /// Head ranges written as blocks (`compactions_total`).
+    pub compactions: u64,
+    /// Head cuts that failed (`compactions_failed_total`).
+    pub compactions_failed: u64,
+    /// Blocks deleted by retention (`time_retentions_total` counts runs
+    /// that deleted any).
+    pub blocks_deleted: u64,
+    /// Head truncations (`head_truncations_total`).
+    pub head_truncations: u64,
+}
+
+/// A shard's head and blocks. See the module documentation.
+pub struct Db {
+    blocks_dir: PathBuf,
+    head: Head,
+    blocks: Vec<Block>,
+    range: i64,
+    force_pwrite: bool,
+    counters: DbCounters,
+}
+
+/// A head range being written to a block, a slice of series at a time:
+/// see [`Db::begin_head_cut`].
+pub struct HeadCut {
+    writer: BlockWriter,
+    mint: i64,
+    maxt: i64,
+    next_slot: usize,
+    end_slot: usize,
+}
+
+impl HeadCut {
+    /// The range being persisted, `[mint, maxt)`.
+    pub fn range(&self) -> (i64, i64) {
+        (self.mint, self.maxt)
+    }
+
+    /// Adds the next `max_series` series slots of `head` to the block;
+    /// returns whether every slot has been visited.
+    pub fn step(&mut self, head: &Head, max_series: usize) -> Result<bool, BlockError> {
+        let from = self.next_slot;
+        let to = from.saturating_add(max_series.max(1)).min(self.end_slot);
+        let mut failed = None;
+        head.series_chunks(from..to, self.mint, self.maxt, |labels, chunks| {
+            if failed.is_none()
+                && let Err(e) = self.writer.add_series(labels, chunks)
+            {
+                failed = Some(e);
+            }
+        });
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        self.next_slot = to;
+        Ok(to >= self.end_slot)
+    }
+
+    /// The finished block's writer: [`BlockWriter::finish`] sorts and
+    /// writes the index, and may run on any thread.
+    pub fn into_writer(self) -> BlockWriter {
+        self.writer
+    }
+}
+
+impl Db {
+    /// Opens the storage in `dir` (created if missing): loads the blocks,
+    /// removes unfinished ones, and replays the WAL into the head.
+    pub fn open(
+        dir: &Path,
+        head_opts: HeadOptions,
+        wal: WalOptions,
+    ) -> Result<(Db, ReplayStats), DbError> {
+        let blocks_dir = dir.join("blocks");
+        fs::create_dir_all(&blocks_dir).map_err(|source| BlockError::Io {
+            path: blocks_dir.clone(),
+            source,
+        })?;
+        let mut blocks = Vec::new();
+        let entries = fs::read_dir(&blocks_dir).map_err(|source| BlockError::Io {
+            path: blocks_dir.clone(),
+            source,
+        })?;
+        for entry in entries {
+            let entry = entry.map_err(|source| BlockError::Io {
+                path: blocks_dir.clone(),
+                source,
+            })?;
+            let path = entry.path();
+            let name = entry.file_name();
+            if name.to_str().is_some_and(|n| n.ends_with(".tmp")) {
+                // A block whose writing was interrupted: its range is still
+                // in the head and WAL.
+                log::info!("removing unfinished block {}", path.display());
+                fs::remove_dir_all(&path).map_err(|source| BlockError::Io {
+                    path: path.clone(),
+                    source,
+                })?;
+                continue;
+            }
+            if path.is_dir() {
+                blocks.push(Block::open(&path)?);
+            }
+        }
+        blocks.sort_by_key(|b| b.meta().min_time);
+        let force_pwrite = wal.force_pwrite;
+        let range = head_opts.chunk_range_ms.max(1);
+        let (head, stats) = Head::open(&dir.join("wal"), head_opts, wal)?;
+        let mut db = Db {
+            blocks_dir,
+            head,
+            blocks,
+            range,
+            force_pwrite,
+            counters: DbCounters::default(),
+        };
+        if let Some(end) = db.blocks.last().map(|b| b.meta().max_time)
+            && end > db.head.min_valid_time()
+        {
+            // The last block was written but the head not yet truncated.
+            db.head.truncate_below(end)?;
+        }
+        Ok((db, stats))
+    }
+
+    /// The head.
+    pub fn head(&self) -> &Head {
+        &self.head
+    }
+
+    /// The head, to append to.
+    pub fn head_mut(&mut self) -> &mut Head {
+        &mut self.head
+    }
+
+    /// The blocks, oldest first.
+    pub fn blocks(&self) -> &[Block] {
+        &self.blocks
+    }
+
+    /// Block counters.
+    pub fn counters(&self) -> &DbCounters {
+        &self.counters
+    }
+
+    /// The head range due to be persisted: the aligned range holding the
+    /// head's oldest sample, once the head spans more than 1.5 ranges.
+    pub fn head_range_due(&self) -> Option<(i64, i64)> {
+        let (lo, hi) = (self.head.min_time()?, self.head.max_time()?);
+        if hi.saturating_sub(lo) <= self.range / 2 * 3 {
+            return None;
+        }
+        let mint = lo.div_euclid(self.range).saturating_mul(self.range);
+        Some((mint, mint.saturating_add(self.range)))
+    }
+
+    /// Starts persisting the due head range, if any: from now on the head
+    /// refuses appends below its end. Feed the head to [`HeadCut::step`]
+    /// until it is done, finish its writer, then [`Db::install_block`].
+    pub fn begin_head_cut(&mut self) -> Result<Option<HeadCut>, DbError> {
+        let Some((mint, maxt)) = self.head_range_due() else {
+            return Ok(None);
+        };
+        self.head.raise_append_floor(maxt);
+        let writer = BlockWriter::new(
+            &self.blocks_dir,
+            mint,
+            maxt,
+            1,
+            Vec::new(),
+            self.force_pwrite,
+        )
+        .inspect_err(|_| self.counters.compactions_failed += 1)?;
+        Ok(Some(HeadCut {
+            writer,
+            mint,
+            maxt,
+            next_slot: 0,
+            end_slot: self.head.series_slots(),
+        }))
+    }
+
+    /// Counts a cut that failed after it began (its `.tmp` directory is
+    /// removed at the next open; the head still holds the range).
+    pub fn cut_failed(&mut self) {
+        self.counters.compactions_failed += 1;
+    }
+
+    /// Makes the block written by a cut of `[mint, maxt)` visible, or —
+    /// when `written` is `None` because the range had no series — nothing;
+    /// then truncates the head at `maxt`.
+    pub fn install_block(
+        &mut self,
+        written: Option<&Path>,
+        maxt: i64,
+    ) -> Result<Option<BlockMeta>, DbError> {
+        let mut meta = None;
+        if let Some(dir) = written {
+            let block = Block::open(dir)?;
+            meta = Some(block.meta().clone());
+            self.blocks.push(block);
+            self.blocks.sort_by_key(|b| b.meta().min_time);
+        }
+        self.counters.compactions += 1;
+        self.head.truncate_below(maxt)?;
+        self.counters.head_truncations += 1;
+        Ok(meta)
+    }
+
+    /// Persists every due head range now, on this thread: for tools and
+    /// tests (the server cuts in slices, see [`HeadCut`]).
+    pub fn compact_head(&mut self) -> Result<Vec<BlockMeta>, DbError> {
+        let mut out = Vec::new();
+        while let Some(mut cut) = self.begin_head_cut()? {
+            let (_, maxt) = cut.range();
+            let written = (|| {
+                while !cut.step(&self.head, 4096)? {}
+                let w = cut.into_writer();
+                if w.series() == 0 {
+                    w.discard()?;
+                    return Ok(None);
+                }
+                w.finish().map(|(dir, _)| Some(dir))
+            })();
+            let written = written.inspect_err(|_: &BlockError| self.cut_failed())?;
+            out.extend(self.install_block(written.as_deref(), maxt)?);
+        }
+        Ok(out)
+    }
+
+    /// Deletes every block wholly below `t` and truncates the head below
+    /// it; returns how many blocks went.
+    pub fn apply_retention(&mut self, t: i64) -> Result<usize, DbError> {
+        let (gone, kept): (Vec<Block>, Vec<Block>) = std::mem::take(&mut self.blocks)
+            .into_iter()
+            .partition(|b| b.meta().max_time <= t);
+        self.blocks = kept;
+        let n = gone.len();
+        for b in gone {
+            let dir = b.dir().to_owned();
+            drop(b);
+            fs::remove_dir_all(&dir).map_err(|source| BlockError::Io { path: dir, source })?;
+            self.counters.blocks_deleted += 1;
+        }
+        if self.head.min_time().is_some_and(|m| m < t) {
+            self.head.truncate_below(t)?;
+            self.counters.head_truncations += 1;
+        }
+        Ok(n)
+    }
+
+    /// Lowest sample time over blocks and head.
+    pub fn min_time(&self) -> Option<i64> {
+        self.blocks
+            .first()
+            .map(|b| b.meta().min_time)
+            .or(self.head.min_time())
+    }
+
+    /// Bytes of all block files.
+    pub fn blocks_bytes(&self) -> u64 {
+        self.blocks.iter().map(Block::size_bytes).sum()
+    }
+
+    fn overlapping(&self, mint: i64, maxt: i64) -> impl Iterator<Item = &Block> {
+        self.blocks.iter().filter(move |b| b.overlaps(mint, maxt))
+    }
+
+    /// Label names of the series matching `matchers` with samples in
+    /// `[mint, maxt]`, over blocks and head; sorted, deduplicated.
+    pub fn label_names(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<String>, SelectError> {
+        let mut out = self.head.label_names(matchers, mint, maxt);
+        for b in self.overlapping(mint, maxt) {
+            out.extend(b.label_names(matchers, mint, maxt)?);
+        }
+        out.sort_unstable();
+        out.dedup();
+        Ok(out)
+    }
+
+    /// Values of label `name` over the matching series, over blocks and
+    /// head; sorted, deduplicated.
+    pub fn label_values(
+        &self,
+        name: &str,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<String>, SelectError> {
+        let mut out = self.head.label_values(name, matchers, mint, maxt);
+        for b in self.overlapping(mint, maxt) {
+            out.extend(b.label_values(name, matchers, mint, maxt)?);
+        }
+        out.sort_unstable();
+        out.dedup();
+        Ok(out)
+    }
+
+    /// Label sets of the matching series, over blocks and head; sorted,
+    /// deduplicated.
+    pub fn series(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<Labels>, SelectError> {
+        let mut out = self.head.series(matchers, mint, maxt);
+        for b in self.overlapping(mint, maxt) {
+            out.extend(b.series_labels(matchers, mint, maxt)?);
+        }
+        out.sort_unstable();
+        out.dedup();
+        Ok(out)
+    }
+}
+
+impl Select for Db {
+    fn select(
+        &self,
+        matchers: &[Matcher],
+        hints: &SelectHints,
+    ) -> Result<SeriesBatch, SelectError> {
+        let mut parts = Vec::new();
+        let mut budget = hints.max_samples;
+        for b in self.overlapping(hints.mint, hints.maxt) {
+            let part = b.select(
+                matchers,
+                &SelectHints {
+                    max_samples: budget,
+                    ..*hints
+                },
+            )?;
+            budget = budget.saturating_sub(part.sample_count());
+            parts.push(part);
+        }
+        let head = self.head.select(
+            matchers,
+            &SelectHints {
+                max_samples: budget,
+                ..*hints
+            },
+        )?;
+        parts.push(head);
+        Ok(merge_batches(parts))
+    }
+}
