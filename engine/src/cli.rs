@@ -90,6 +90,11 @@ pub struct ServerFlags {
     #[arg(long = "storage.tsdb.retention.time", value_name = "DURATION", default_value = "15d", value_parser = parse_duration_flag)]
     pub retention_time: Duration,
 
+    /// Time range of the head's chunks and of each block cut from the head
+    /// (Prometheus's hidden flag; changing it is for tests).
+    #[arg(long = "storage.tsdb.min-block-duration", value_name = "DURATION", default_value = "2h", value_parser = parse_duration_flag, hide = true)]
+    pub min_block_duration: Duration,
+
     /// Maximum bytes of storage blocks to retain (e.g. 512MB, 10GB; 0 = no limit).
     #[arg(long = "storage.tsdb.retention.size", value_name = "BYTES", default_value = "0B", value_parser = parse_bytes_flag)]
     pub retention_size: u64,
@@ -153,6 +158,10 @@ impl ServerFlags {
             ("query.max-samples", self.query_max_samples.to_string()),
             ("query.timeout", format_duration(self.query_timeout)),
             ("shards", shards.to_string()),
+            (
+                "storage.tsdb.min-block-duration",
+                format_duration(self.min_block_duration),
+            ),
             ("storage.tsdb.path", self.storage_path.display().to_string()),
             (
                 "storage.tsdb.retention.size",

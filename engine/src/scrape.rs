@@ -310,8 +310,8 @@ async fn scrape_loop(
     };
     // End of run: everything this target produced goes stale now.
     {
-        let mut head = shard.head.borrow_mut();
-        let mut app = head.appender();
+        let mut db = shard.db.borrow_mut();
+        let mut app = db.head_mut().appender();
         cache.append_end_of_run(&mut app, unix_ms(SystemTime::now()));
         if let Err(e) = app.commit() {
             log::warn!("target {}: writing end-of-run staleness: {e}", t.url);
@@ -361,7 +361,8 @@ fn ingest(
     t0: i64,
     duration: Duration,
 ) -> Result<ScrapeStats, ScrapeFailure> {
-    let mut head = shard.head.borrow_mut();
+    let mut db = shard.db.borrow_mut();
+    let head = db.head_mut();
     let target_labels = &t.settings.target_labels;
     let dur_s = duration.as_secs_f64();
     let mut sample_limit = false;

@@ -151,7 +151,7 @@ impl SelfMetrics {
         };
         let float = |v: f64| vec![("{type=\"float\"}".to_owned(), v)];
         let plain = |v: f64| vec![(String::new(), v)];
-        let storage_families: [Family; 13] = [
+        let storage_families: [Family; 19] = [
             (
                 "prometheus_tsdb_head_series",
                 "gauge",
@@ -230,6 +230,42 @@ impl SelfMetrics {
                 "Samples held in the heads.",
                 plain(sum(|s| &s.head_samples)),
             ),
+            (
+                "prometheus_tsdb_blocks_loaded",
+                "gauge",
+                "Persisted blocks currently open.",
+                plain(sum(|s| &s.blocks)),
+            ),
+            (
+                "prometheus_tsdb_storage_blocks_bytes",
+                "gauge",
+                "Bytes of the files of all persisted blocks.",
+                plain(sum(|s| &s.blocks_bytes)),
+            ),
+            (
+                "prometheus_tsdb_compactions_total",
+                "counter",
+                "Head ranges written out as blocks, plus merges of blocks.",
+                plain(sum(|s| &s.compactions)),
+            ),
+            (
+                "prometheus_tsdb_compactions_failed_total",
+                "counter",
+                "Head cuts and block merges that failed.",
+                plain(sum(|s| &s.compactions_failed)),
+            ),
+            (
+                "prometheus_tsdb_head_truncations_total",
+                "counter",
+                "Times a head dropped the data below a point (after a block, or for retention).",
+                plain(sum(|s| &s.head_truncations)),
+            ),
+            (
+                "kiln_tsdb_blocks_deleted_total",
+                "counter",
+                "Blocks deleted by time or size retention.",
+                plain(sum(|s| &s.blocks_deleted)),
+            ),
         ];
         for (name, kind, help, samples) in &storage_families {
             family(name, kind, help, samples);
@@ -244,6 +280,17 @@ impl SelfMetrics {
             .map(|s| ShardStats::time(&s.max_time))
             .max()
             .unwrap_or(i64::MIN);
+        let lowest = storage
+            .iter()
+            .map(|s| ShardStats::time(&s.lowest_time))
+            .min()
+            .unwrap_or(i64::MAX);
+        family(
+            "prometheus_tsdb_lowest_timestamp",
+            "gauge",
+            "Lowest sample timestamp held, in blocks or heads (ms).",
+            &[(String::new(), lowest as f64)],
+        );
         family(
             "prometheus_tsdb_head_min_time",
             "gauge",

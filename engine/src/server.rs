@@ -105,7 +105,12 @@ pub fn run(flags: ServerFlags) -> Result<(), ServerError> {
     let logical = tsdb::logical_shards(&flags.storage_path, shards)?;
     let storage = StorageConfig {
         data_dir: flags.storage_path.clone(),
-        head: HeadOptions::default(),
+        head: HeadOptions {
+            chunk_range_ms: i64::try_from(flags.min_block_duration.as_millis())
+                .unwrap_or(i64::MAX)
+                .max(1),
+            ..HeadOptions::default()
+        },
         wal: WalOptions::default(),
         // Prometheus: 0 means the default, 15 days.
         retention: if flags.retention_time.is_zero() {
@@ -113,6 +118,7 @@ pub fn run(flags: ServerFlags) -> Result<(), ServerError> {
         } else {
             flags.retention_time
         },
+        retention_bytes: flags.retention_size,
     };
     let (mut mailboxes, mut inboxes) = (Vec::new(), Vec::new());
     let (mut scrape_txs, mut scrape_rxs) = (Vec::new(), Vec::new());

@@ -29,7 +29,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::scrape::{ScrapeCommand, run_manager};
 use crate::state::ServerState;
-use crate::tsdb::{LocalShards, ShardRequest, StorageConfig, retention_loop, serve_requests};
+use crate::tsdb::{LocalShards, ShardRequest, StorageConfig, housekeeping_loop, serve_requests};
 
 /// How long a shard waits for open connections at shutdown.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -168,7 +168,11 @@ pub fn spawn(
             let _ = init.opened.send(Ok(()));
             let tasks = tokio::task::LocalSet::new();
             tasks.spawn_local(serve_requests(init.requests, local.clone()));
-            tasks.spawn_local(retention_loop(local.clone(), init.storage.retention));
+            tasks.spawn_local(housekeeping_loop(
+                local.clone(),
+                init.storage.clone(),
+                init.logical,
+            ));
             tasks.spawn_local(run_manager(
                 init.scrape,
                 local.shards.clone(),

@@ -7,7 +7,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use kiln_query::EngineOptions;
-use kiln_storage::{Head, HeadOptions, WalOptions};
+use kiln_storage::{Db, HeadOptions, WalOptions};
 
 use kiln_ingest::config::Config;
 
@@ -82,8 +82,9 @@ fn promql_test(files: &[PathBuf]) -> i32 {
     }
 }
 
-/// `kiln tsdb analyze DIR`: replays every logical shard's WAL read-only
-/// into memory and reports on what is there.
+/// `kiln tsdb analyze DIR`: opens every logical shard as the server does
+/// (blocks, then the WAL replayed into memory) and reports on what is
+/// there: the head in detail, the blocks by their counts.
 fn analyze(dir: &Path, limit: usize) -> Result<String, String> {
     let mut shard_dirs: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| format!("{}: {e}", dir.display()))?
@@ -106,15 +107,20 @@ fn analyze(dir: &Path, limit: usize) -> Result<String, String> {
     let mut head_bytes = 0usize;
     let mut pairs: BTreeMap<(String, String), u64> = BTreeMap::new();
     let (mut mint, mut maxt) = (i64::MAX, i64::MIN);
+    let (mut blocks, mut block_series, mut block_samples, mut block_bytes) = (0, 0u64, 0u64, 0u64);
     for d in &shard_dirs {
         // Opening replays the WAL exactly as the server does at start
         // (a torn tail is truncated), hence: a stopped server's directory.
-        let (head, _) = Head::open(
-            &d.join("wal"),
-            HeadOptions::default(),
-            WalOptions::default(),
-        )
-        .map_err(|e| format!("{}: {e}", d.display()))?;
+        let (db, _) = Db::open(d, HeadOptions::default(), WalOptions::default())
+            .map_err(|e| format!("{}: {e}", d.display()))?;
+        for b in db.blocks() {
+            let m = b.meta();
+            blocks += 1;
+            block_series += m.stats.num_series;
+            block_samples += m.stats.num_samples;
+            block_bytes += b.size_bytes();
+        }
+        let head = db.head();
         let m = head.memory();
         series += head.num_series();
         samples += m.samples;
@@ -149,6 +155,10 @@ fn analyze(dir: &Path, limit: usize) -> Result<String, String> {
             (maxt - mint) / 1000
         );
     }
+    let _ = writeln!(
+        r,
+        "Blocks: {blocks} ({block_series} series, {block_samples} samples, {block_bytes} bytes; series counted once per block)"
+    );
     let _ = writeln!(r, "Series: {series}");
     let _ = writeln!(r, "Samples: {samples}");
     if samples > 0 {

@@ -2,12 +2,12 @@
 //! thread owns, and the mailboxes through which anyone else reads them.
 //!
 //! The data directory is split into a fixed number of *logical* shards when
-//! it is created (`kiln-layout.json`); each has its own head and WAL under
-//! `shard-<k>/`. Runtime thread `r` of `n` owns the logical shards with
+//! it is created (`kiln-layout.json`); each has its own [`Db`] (head, WAL
+//! and blocks) under `shard-<k>/`. Runtime thread `r` of `n` owns the logical shards with
 //! `k % n == r`, so restarting with another core count re-deals the same
 //! directories and loses nothing.
 //!
-//! A head is `!Send` and touched only by its runtime thread. Other threads
+//! A shard's storage is `!Send` and touched only by its runtime thread. Other threads
 //! (query workers, HTTP handlers on other cores) send a [`ShardRequest`] to
 //! the owning thread's mailbox; the thread answers between its own tasks,
 //! one logical shard at a time with a yield in between, so a heavy read
@@ -25,8 +25,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use kiln_storage::{
-    Head, HeadOptions, Labels, Matcher, ReplayStats, Select, SelectError, SelectHints, SeriesBatch,
-    WalOptions, merge_batches,
+    Db, DbError, HeadOptions, Labels, Matcher, ReplayStats, Select, SelectError, SelectHints,
+    SeriesBatch, WalOptions, merge_batches,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -44,15 +44,15 @@ pub enum TsdbError {
         /// What went wrong.
         reason: String,
     },
-    /// A shard's WAL could not be opened or replayed.
+    /// A shard's blocks or WAL could not be opened or replayed.
     #[error("opening shard {shard} in {dir:?}: {source}")]
     Open {
         /// The logical shard.
         shard: usize,
-        /// Its WAL directory.
+        /// Its directory.
         dir: PathBuf,
         /// The storage error.
-        source: kiln_storage::WalError,
+        source: DbError,
     },
 }
 
@@ -126,7 +126,7 @@ pub enum ShardRequest {
         /// Range end (ms).
         maxt: i64,
         /// Sorted, deduplicated names.
-        reply: oneshot::Sender<Vec<String>>,
+        reply: oneshot::Sender<Result<Vec<String>, SelectError>>,
     },
     /// Values of label `name` over the series matching any of `sets`.
     LabelValues {
@@ -139,7 +139,7 @@ pub enum ShardRequest {
         /// Range end (ms).
         maxt: i64,
         /// Sorted, deduplicated values.
-        reply: oneshot::Sender<Vec<String>>,
+        reply: oneshot::Sender<Result<Vec<String>, SelectError>>,
     },
     /// Head statistics (read off each shard's postings).
     TsdbStatus {
@@ -155,7 +155,7 @@ pub enum ShardRequest {
         /// Range end (ms).
         maxt: i64,
         /// Sorted, deduplicated label sets.
-        reply: oneshot::Sender<Vec<Labels>>,
+        reply: oneshot::Sender<Result<Vec<Labels>, SelectError>>,
     },
 }
 
@@ -213,10 +213,25 @@ pub struct ShardStats {
     pub max_time: AtomicU64,
     /// 1 when the WAL writes through io_uring, 0 with the pwrite fallback.
     pub wal_io_uring: AtomicU64,
+    /// Blocks on disk.
+    pub blocks: AtomicU64,
+    /// Bytes of the blocks' files.
+    pub blocks_bytes: AtomicU64,
+    /// Head ranges persisted as blocks, plus block merges.
+    pub compactions: AtomicU64,
+    /// Head cuts and block merges that failed.
+    pub compactions_failed: AtomicU64,
+    /// Head truncations.
+    pub head_truncations: AtomicU64,
+    /// Blocks deleted by retention.
+    pub blocks_deleted: AtomicU64,
+    /// Lowest timestamp in blocks and head (`i64::MAX` when empty).
+    pub lowest_time: AtomicU64,
 }
 
 impl ShardStats {
-    fn publish(&self, head: &Head) {
+    fn publish(&self, db: &Db) {
+        let head = db.head();
         let c = head.counters();
         let m = head.memory();
         let set = |a: &AtomicU64, v: u64| a.store(v, Ordering::Relaxed);
@@ -236,6 +251,14 @@ impl ShardStats {
         set(&self.min_time, head.min_time().unwrap_or(i64::MAX) as u64);
         set(&self.max_time, head.max_time().unwrap_or(i64::MIN) as u64);
         set(&self.wal_io_uring, u64::from(c.wal_io_uring));
+        let d = db.counters();
+        set(&self.blocks, db.blocks().len() as u64);
+        set(&self.blocks_bytes, db.blocks_bytes());
+        set(&self.compactions, d.compactions + d.merges);
+        set(&self.compactions_failed, d.compactions_failed);
+        set(&self.head_truncations, d.head_truncations);
+        set(&self.blocks_deleted, d.blocks_deleted);
+        set(&self.lowest_time, db.min_time().unwrap_or(i64::MAX) as u64);
     }
 
     /// Reads a timestamp published with [`AtomicU64`] bits.
@@ -248,16 +271,16 @@ impl ShardStats {
 pub struct LogicalShard {
     /// Its number.
     pub id: usize,
-    /// Its head.
-    pub head: RefCell<Head>,
+    /// Its head, WAL and blocks.
+    pub db: RefCell<Db>,
     /// Its published counters.
     pub stats: Arc<ShardStats>,
 }
 
 impl LogicalShard {
-    /// Publishes the head's counters for `/metrics`.
+    /// Publishes the storage's counters for `/metrics`.
     pub fn publish(&self) {
-        self.stats.publish(&self.head.borrow());
+        self.stats.publish(&self.db.borrow());
     }
 }
 
@@ -278,51 +301,222 @@ pub struct StorageConfig {
     pub wal: WalOptions,
     /// How long samples are kept (`--storage.tsdb.retention.time`).
     pub retention: Duration,
+    /// Most bytes of blocks kept, over all shards (0 = no limit;
+    /// `--storage.tsdb.retention.size`).
+    pub retention_bytes: u64,
 }
 
-/// How often a shard checks whether its heads hold samples past retention.
-const RETENTION_CHECK: Duration = Duration::from_secs(60);
-
-/// Slack before a head is truncated: truncation checkpoints the WAL, so it
-/// runs once per this much expired data rather than every check.
+/// Slack before a head is truncated for retention: truncation checkpoints
+/// the WAL, so it runs once per this much expired data rather than every
+/// check. (Normally the head never holds expired data: ranges move to
+/// blocks long before.)
 const RETENTION_SLACK_MS: i64 = 3_600_000;
 
-/// Drops samples older than the retention from the thread's heads.
-///
-/// Until blocks land (a later issue) the head holds everything, so this is
-/// what bounds memory and the WAL: a head is truncated to `now - retention`
-/// once its oldest sample is an hour past that, which also checkpoints its
-/// WAL to the live series.
-pub async fn retention_loop(local: Rc<LocalShards>, retention: Duration) {
-    let keep_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
-    let mut tick = tokio::time::interval(RETENTION_CHECK);
+/// Series a head cut copies per slice, between which the thread serves
+/// scrapes and reads.
+const CUT_SLICE_SERIES: usize = 20_000;
+
+/// Keeps the thread's storage within bounds: every `check` (a quarter of
+/// the block range, at least 250 ms, at most a minute) it
+/// * persists each head's due ranges as blocks (see [`cut_head`]), which
+///   truncates the head and garbage-collects the series without samples
+///   since;
+/// * merges blocks into windows of 3, 9, 27… block ranges, up to a tenth
+///   of the retention or 31 days, as Prometheus sizes them (see
+///   [`merge_blocks`]);
+/// * deletes blocks wholly older than `now - retention`, and the oldest
+///   blocks while all shards' blocks exceed the size retention (each
+///   shard keeps its share of it), like Prometheus.
+pub async fn housekeeping_loop(local: Rc<LocalShards>, cfg: StorageConfig, logical: usize) {
+    let keep_ms = i64::try_from(cfg.retention.as_millis()).unwrap_or(i64::MAX);
+    let range = u64::try_from(cfg.head.chunk_range_ms.max(1)).unwrap_or(u64::MAX);
+    let check = Duration::from_millis((range / 4).clamp(250, 60_000));
+    let share = cfg.retention_bytes / logical.max(1) as u64;
+    let max_block_ms = (keep_ms / 10).min(31 * 86_400_000);
+    let mut tick = tokio::time::interval(check);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
-        let cutoff = now.saturating_sub(keep_ms);
         for s in &local.shards {
-            let due = s
-                .head
-                .borrow()
-                .min_time()
-                .is_some_and(|t| t < cutoff.saturating_sub(RETENTION_SLACK_MS));
-            if due {
-                let started = std::time::Instant::now();
-                if let Err(e) = s.head.borrow_mut().truncate_below(cutoff) {
-                    log::error!("shard {}: truncating the head for retention: {e}", s.id);
-                }
-                log::info!(
-                    "shard {}: head truncated below {cutoff} in {:?}",
-                    s.id,
-                    started.elapsed()
-                );
-                s.publish();
-            }
+            cut_head(s).await;
+            merge_blocks(s, max_block_ms).await;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
+            apply_retention(s, now.saturating_sub(keep_ms), share);
+            s.publish();
             tokio::task::yield_now().await;
         }
+    }
+}
+
+/// Deletes what retention expires in one shard.
+fn apply_retention(s: &LogicalShard, cutoff: i64, max_bytes: u64) {
+    let mut db = s.db.borrow_mut();
+    // Blocks wholly below the cutoff go at once; the head is truncated only
+    // once its oldest sample is an hour past it.
+    let head_due = db
+        .head()
+        .min_time()
+        .is_some_and(|t| t < cutoff.saturating_sub(RETENTION_SLACK_MS));
+    let blocks_due = db
+        .blocks()
+        .first()
+        .is_some_and(|b| b.meta().max_time <= cutoff);
+    if head_due || blocks_due {
+        match db.apply_retention(cutoff) {
+            Ok(n) => log::info!(
+                "shard {}: retention below {cutoff}: {n} blocks deleted",
+                s.id
+            ),
+            Err(e) => log::error!("shard {}: applying retention: {e}", s.id),
+        }
+    }
+    while max_bytes > 0 && db.blocks_bytes() > max_bytes && db.blocks().len() > 1 {
+        let end = db.blocks()[0].meta().max_time;
+        match db.apply_retention(end) {
+            Ok(n) => log::info!("shard {}: size retention: {n} blocks deleted", s.id),
+            Err(e) => {
+                log::error!("shard {}: applying size retention: {e}", s.id);
+                break;
+            }
+        }
+    }
+}
+
+/// Runs `f` on a helper thread and waits for it without blocking this
+/// runtime; `None` when the thread could not start or died.
+async fn off_thread<T: Send + 'static>(
+    name: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
+    let (tx, rx) = oneshot::channel();
+    let spawned = std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(move || {
+            let _ = tx.send(f());
+        });
+    if let Err(e) = spawned {
+        log::error!("starting thread {name}: {e}");
+        return None;
+    }
+    rx.await.ok()
+}
+
+/// Merges a shard's blocks as [`Db::plan_merge`] proposes, one window at a
+/// time, on a helper thread (blocks are immutable and shared); the shard
+/// only swaps the merged block in.
+pub async fn merge_blocks(s: &LogicalShard, max_ms: i64) {
+    loop {
+        let Some(group) = s.db.borrow().plan_merge(max_ms) else {
+            return;
+        };
+        let started = std::time::Instant::now();
+        let (parent, pwrite) = s.db.borrow().block_target();
+        let sources = group.clone();
+        let merged = off_thread("kiln-merge", move || {
+            let refs: Vec<&kiln_storage::Block> = sources.iter().map(|b| &**b).collect();
+            kiln_storage::block::merge_blocks(&refs, &parent, pwrite)
+        })
+        .await;
+        let installed = match merged {
+            Some(Ok((dir, _))) => {
+                s.db.borrow_mut()
+                    .install_merged(&dir, &group)
+                    .map_err(|e| e.to_string())
+            }
+            Some(Err(e)) => Err(e.to_string()),
+            None => Err("the merge thread died".to_owned()),
+        };
+        match installed {
+            Ok(m) => log::info!(
+                "shard {}: merged {} blocks into {} ({}..{}, {} series) in {:?}",
+                s.id,
+                group.len(),
+                m.ulid,
+                m.min_time,
+                m.max_time,
+                m.stats.num_series,
+                started.elapsed()
+            ),
+            Err(e) => {
+                log::error!("shard {}: merging blocks: {e}", s.id);
+                s.db.borrow_mut().merge_failed();
+                return;
+            }
+        }
+        s.publish();
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Persists every due range of a shard's head as a block.
+///
+/// Copying chunks into the block's files happens on this thread in slices
+/// of [`CUT_SLICE_SERIES`] series with a yield in between, so scrapes and
+/// reads wait at most one slice; sorting the series and writing the index
+/// run on a helper thread. Appends below the range's end are refused from
+/// the cut's start (see [`Db::begin_head_cut`]); a failed cut is logged,
+/// counted and retried at the next check, the head still holding the range.
+pub async fn cut_head(s: &LogicalShard) {
+    loop {
+        let started = std::time::Instant::now();
+        let cut = s.db.borrow_mut().begin_head_cut();
+        let mut cut = match cut {
+            Ok(Some(c)) => c,
+            Ok(None) => return,
+            Err(e) => {
+                log::error!("shard {}: starting a block: {e}", s.id);
+                return;
+            }
+        };
+        let (mint, maxt) = cut.range();
+        let stepped = loop {
+            let done = cut.step(s.db.borrow().head(), CUT_SLICE_SERIES);
+            match done {
+                Ok(true) => break Ok(()),
+                Ok(false) => tokio::task::yield_now().await,
+                Err(e) => break Err(e),
+            }
+        };
+        let writer = cut.into_writer();
+        let written = match stepped {
+            Err(e) => Err(e),
+            Ok(()) if writer.series() == 0 => writer.discard().map(|()| None),
+            Ok(()) => match off_thread("kiln-block", move || writer.finish()).await {
+                Some(r) => r.map(|(dir, _)| Some(dir)),
+                None => {
+                    log::error!("shard {}: the block writer thread died", s.id);
+                    s.db.borrow_mut().cut_failed();
+                    return;
+                }
+            },
+        };
+        let installed = match written {
+            Ok(dir) => s.db.borrow_mut().install_block(dir.as_deref(), maxt),
+            Err(e) => Err(e.into()),
+        };
+        match installed {
+            Ok(meta) => log::info!(
+                "shard {}: head range {mint}..{maxt} persisted in {:?}{}",
+                s.id,
+                started.elapsed(),
+                meta.map_or_else(
+                    || " (no series)".to_owned(),
+                    |m| format!(
+                        ": block {}, {} series, {} samples",
+                        m.ulid, m.stats.num_series, m.stats.num_samples
+                    )
+                )
+            ),
+            Err(e) => {
+                log::error!("shard {}: persisting head range {mint}..{maxt}: {e}", s.id);
+                s.db.borrow_mut().cut_failed();
+                return;
+            }
+        }
+        s.publish();
+        tokio::task::yield_now().await;
     }
 }
 
@@ -338,18 +532,17 @@ impl LocalShards {
     ) -> Result<LocalShards, TsdbError> {
         let mut shards = Vec::new();
         for k in (0..logical).filter(|&k| owner(k, threads) == thread) {
-            let dir = cfg.data_dir.join(format!("shard-{k}")).join("wal");
+            let dir = cfg.data_dir.join(format!("shard-{k}"));
             let started = std::time::Instant::now();
-            let (head, replay): (Head, ReplayStats) =
-                Head::open(&dir, cfg.head.clone(), cfg.wal.clone()).map_err(|source| {
-                    TsdbError::Open {
-                        shard: k,
-                        dir: dir.clone(),
-                        source,
-                    }
+            let (db, replay): (Db, ReplayStats) = Db::open(&dir, cfg.head.clone(), cfg.wal.clone())
+                .map_err(|source| TsdbError::Open {
+                    shard: k,
+                    dir: dir.clone(),
+                    source,
                 })?;
             log::info!(
-                "shard {k}: WAL replayed in {:?}: {} series, {} samples{}",
+                "shard {k}: {} blocks loaded, WAL replayed in {:?}: {} series, {} samples{}",
+                db.blocks().len(),
                 started.elapsed(),
                 replay.series,
                 replay.samples,
@@ -364,7 +557,7 @@ impl LocalShards {
             );
             let s = LogicalShard {
                 id: k,
-                head: RefCell::new(head),
+                db: RefCell::new(db),
                 stats: stats[k].clone(),
             };
             s.publish();
@@ -383,7 +576,7 @@ impl LocalShards {
     /// Flushes and syncs every WAL (shutdown).
     pub fn sync(&self) {
         for s in &self.shards {
-            if let Err(e) = s.head.borrow_mut().sync_wal() {
+            if let Err(e) = s.db.borrow_mut().head_mut().sync_wal() {
                 log::error!("shard {}: flushing the WAL at shutdown: {e}", s.id);
             }
         }
@@ -420,7 +613,7 @@ async fn serve_one(req: ShardRequest, local: &LocalShards) {
                     max_samples: budget,
                     ..hints
                 };
-                let r = s.head.borrow().select(&matchers, &h);
+                let r = s.db.borrow().select(&matchers, &h);
                 match r {
                     Ok(b) => {
                         budget = budget.saturating_sub(b.sample_count());
@@ -442,7 +635,7 @@ async fn serve_one(req: ShardRequest, local: &LocalShards) {
             maxt,
             reply,
         } => {
-            let out = collect_strings(local, &sets, |h, m| h.label_names(m, mint, maxt)).await;
+            let out = collect(local, &sets, |db, m| db.label_names(m, mint, maxt)).await;
             let _ = reply.send(out);
         }
         ShardRequest::LabelValues {
@@ -452,15 +645,15 @@ async fn serve_one(req: ShardRequest, local: &LocalShards) {
             maxt,
             reply,
         } => {
-            let out =
-                collect_strings(local, &sets, |h, m| h.label_values(&name, m, mint, maxt)).await;
+            let out = collect(local, &sets, |db, m| db.label_values(&name, m, mint, maxt)).await;
             let _ = reply.send(out);
         }
         ShardRequest::TsdbStatus { reply } => {
             let mut c = TsdbCounts::default();
             for s in &local.shards {
                 {
-                    let h = s.head.borrow();
+                    let db = s.db.borrow();
+                    let h = db.head();
                     c.num_series += h.num_series() as u64;
                     c.num_chunks += h.memory().chunks as u64;
                     if let Some(t) = h.min_time() {
@@ -483,18 +676,7 @@ async fn serve_one(req: ShardRequest, local: &LocalShards) {
             maxt,
             reply,
         } => {
-            let mut out = Vec::new();
-            for s in &local.shards {
-                {
-                    let h = s.head.borrow();
-                    for m in sets.iter() {
-                        out.extend(h.series(m, mint, maxt));
-                    }
-                }
-                tokio::task::yield_now().await;
-            }
-            out.sort_unstable();
-            out.dedup();
+            let out = collect(local, &sets, |db, m| db.series(m, mint, maxt)).await;
             let _ = reply.send(out);
         }
     }
@@ -502,28 +684,28 @@ async fn serve_one(req: ShardRequest, local: &LocalShards) {
 
 /// Runs `f` for every selector of `sets` (once with no matchers when there
 /// are none) over each shard, a shard at a time with a yield in between;
-/// returns the sorted, deduplicated union.
-async fn collect_strings(
+/// returns the sorted, deduplicated union, or the first error.
+async fn collect<T: Ord>(
     local: &LocalShards,
     sets: &[Vec<Matcher>],
-    f: impl Fn(&Head, &[Matcher]) -> Vec<String>,
-) -> Vec<String> {
+    f: impl Fn(&Db, &[Matcher]) -> Result<Vec<T>, SelectError>,
+) -> Result<Vec<T>, SelectError> {
     let mut out = Vec::new();
     for s in &local.shards {
         {
-            let h = s.head.borrow();
+            let db = s.db.borrow();
             if sets.is_empty() {
-                out.extend(f(&h, &[]));
+                out.extend(f(&db, &[])?);
             }
             for m in sets {
-                out.extend(f(&h, m));
+                out.extend(f(&db, m)?);
             }
         }
         tokio::task::yield_now().await;
     }
     out.sort_unstable();
     out.dedup();
-    out
+    Ok(out)
 }
 
 /// Reads through every runtime thread's mailbox: the [`Select`] a query

@@ -454,3 +454,77 @@ fn a_target_serving_garbage_is_down_with_its_error() {
         "{metrics}"
     );
 }
+
+/// A metric of kiln's own `/metrics`, summed over its series.
+fn self_metric(kiln: &Kiln, name: &str) -> f64 {
+    kiln.get("/metrics")
+        .text()
+        .lines()
+        .filter(|l| l.split([' ', '{']).next() == Some(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[test]
+fn head_ranges_move_to_blocks_and_answer_after_a_restart() {
+    let t = targets::start(1, SLOT_MS);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cfg = write_config(dir.path(), &t.addrs);
+    // One-second blocks: the head is cut every second once it spans 1.5 s,
+    // and blocks are merged into 3 s, 9 s… windows.
+    let args = [
+        format!("--config.file={}", cfg.display()),
+        "--storage.tsdb.min-block-duration=1s".to_owned(),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let kiln = Kiln::start(&args);
+    let started = now_ms();
+    // Cut blocks are merged into 3 s windows once those are complete.
+    let merged = kiln.wait_log("merged 3 blocks", Duration::from_secs(30));
+    assert!(merged.is_some(), "no blocks were cut and merged");
+    assert!(self_metric(&kiln, "prometheus_tsdb_blocks_loaded") >= 1.0);
+    assert!(self_metric(&kiln, "prometheus_tsdb_compactions_total") >= 4.0);
+    assert!(self_metric(&kiln, "prometheus_tsdb_compactions_failed_total") == 0.0);
+    // The head forgot what the blocks hold: its oldest sample is recent.
+    let head_min = self_metric(&kiln, "prometheus_tsdb_head_min_time");
+    assert!(
+        head_min > started as f64 + 1000.0,
+        "head still starts at {head_min}"
+    );
+    let at = now_ms();
+    let window = at - started + 5_000;
+    let q = format!("count_over_time(up[{window}ms])");
+    let before = single(&query(&kiln, &q, at))
+        .map(|p| p.1)
+        .expect("up count");
+    // Every 500 ms since the start, blocks included (the head alone holds
+    // at most a few).
+    let expected = (at - started) as f64 / 500.0;
+    assert!(before >= expected * 0.8, "{before} scrapes of ~{expected}");
+    let (status, data) = kiln.stop();
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    let on_disk: usize = (0..64)
+        .map(|k| data.path().join(format!("shard-{k}/blocks")))
+        .filter_map(|d| std::fs::read_dir(d).ok())
+        .map(|d| {
+            d.filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.path().join("meta.json").is_file())
+            })
+            .count()
+        })
+        .sum();
+    assert!(on_disk >= 1, "{on_disk} block directories");
+
+    let kiln = Kiln::start_in(data, &args);
+    let after = single(&query(&kiln, &q, at))
+        .map(|p| p.1)
+        .expect("up count");
+    assert_eq!(after, before, "the restart changed what the range holds");
+    let names = kiln.get(&format!(
+        "/api/v1/label/__name__/values?start={}&end={}",
+        started / 1000,
+        (started + 2_000) / 1000
+    ));
+    assert!(names.text().contains("\"up\""), "{}", names.text());
+}

@@ -11,7 +11,9 @@
 //! slices so the shard keeps serving between them); when the block is in
 //! place the head is truncated at its end, which drops those chunks,
 //! garbage-collects every series left without samples (those that got no
-//! sample for the whole range) and checkpoints the WAL.
+//! sample for the whole range) and checkpoints the WAL. Later, blocks that
+//! fill an aligned window of 3, 9, 27… ranges are merged into one (see
+//! [`Db::plan_merge`]), and retention deletes whole blocks.
 //!
 //! Invariants:
 //! * once a cut of `[mint, maxt)` has begun, the head refuses appends below
@@ -19,12 +21,16 @@
 //! * a range is in a block before the head forgets it: a crash between the
 //!   two leaves both, and reads merge equal timestamps, so nothing is lost
 //!   or doubled; opening truncates the head at the newest block's end;
-//! * blocks are kept sorted by `min_time` and never overlap each other.
+//! * blocks are kept sorted by `min_time` and never overlap each other: a
+//!   merged block replaces its sources in one step, and a crash between
+//!   its rename and their deletion is undone at open (a block all of whose
+//!   sources another block lists is deleted).
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use crate::block::{Block, BlockError, BlockMeta, BlockWriter};
+use crate::block::{Block, BlockError, BlockMeta, BlockWriter, merge_blocks};
 use crate::head::{Head, HeadOptions};
 use crate::labels::Labels;
 use crate::matcher::Matcher;
@@ -46,13 +52,16 @@ pub enum DbError {
 /// the docs of each field).
 #[derive(Debug, Default, Clone)]
 pub struct DbCounters {
-    /// Head ranges written as blocks (`compactions_total`).
+    /// Head ranges written as blocks (with `merges`, `compactions_total`).
     pub compactions: u64,
-    /// Head cuts that failed (`compactions_failed_total`).
+    /// Head cuts and block merges that failed
+    /// (`compactions_failed_total`).
     pub compactions_failed: u64,
     /// Blocks deleted by retention (`time_retentions_total` counts runs
     /// that deleted any).
     pub blocks_deleted: u64,
+    /// Block merges done.
+    pub merges: u64,
     /// Head truncations (`head_truncations_total`).
     pub head_truncations: u64,
 }
@@ -61,7 +70,7 @@ pub struct DbCounters {
 pub struct Db {
     blocks_dir: PathBuf,
     head: Head,
-    blocks: Vec<Block>,
+    blocks: Vec<Arc<Block>>,
     range: i64,
     force_pwrite: bool,
     counters: DbCounters,
@@ -146,9 +155,10 @@ impl Db {
                 continue;
             }
             if path.is_dir() {
-                blocks.push(Block::open(&path)?);
+                blocks.push(Arc::new(Block::open(&path)?));
             }
         }
+        remove_superseded(&mut blocks)?;
         blocks.sort_by_key(|b| b.meta().min_time);
         let force_pwrite = wal.force_pwrite;
         let range = head_opts.chunk_range_ms.max(1);
@@ -181,7 +191,7 @@ impl Db {
     }
 
     /// The blocks, oldest first.
-    pub fn blocks(&self) -> &[Block] {
+    pub fn blocks(&self) -> &[Arc<Block>] {
         &self.blocks
     }
 
@@ -233,6 +243,12 @@ impl Db {
         self.counters.compactions_failed += 1;
     }
 
+    /// Counts a block merge that failed (its `.tmp` directory is removed
+    /// at the next open; the sources stay).
+    pub fn merge_failed(&mut self) {
+        self.counters.compactions_failed += 1;
+    }
+
     /// Makes the block written by a cut of `[mint, maxt)` visible, or —
     /// when `written` is `None` because the range had no series — nothing;
     /// then truncates the head at `maxt`.
@@ -245,7 +261,7 @@ impl Db {
         if let Some(dir) = written {
             let block = Block::open(dir)?;
             meta = Some(block.meta().clone());
-            self.blocks.push(block);
+            self.blocks.push(Arc::new(block));
             self.blocks.sort_by_key(|b| b.meta().min_time);
         }
         self.counters.compactions += 1;
@@ -275,10 +291,83 @@ impl Db {
         Ok(out)
     }
 
+    /// The blocks to merge next, if any: for window sizes 3, 9, 27…
+    /// block ranges up to `max_ms`, smallest first, the first aligned
+    /// window that holds two blocks or more and that no new block can join
+    /// any more (it ends at or before the head's truncation point).
+    pub fn plan_merge(&self, max_ms: i64) -> Option<Vec<Arc<Block>>> {
+        let done_below = self.head.min_valid_time();
+        let mut window = self.range.saturating_mul(3);
+        while window <= max_ms {
+            let mut i = 0;
+            while i < self.blocks.len() {
+                let w = self.blocks[i].meta().min_time.div_euclid(window);
+                let end = w.saturating_add(1).saturating_mul(window);
+                let group: Vec<Arc<Block>> = self.blocks[i..]
+                    .iter()
+                    .take_while(|b| b.meta().min_time.div_euclid(window) == w)
+                    .cloned()
+                    .collect();
+                i += group.len();
+                if group.len() >= 2
+                    && end <= done_below
+                    && group.iter().all(|b| b.meta().max_time <= end)
+                {
+                    return Some(group);
+                }
+            }
+            window = window.saturating_mul(3);
+        }
+        None
+    }
+
+    /// The directory new blocks are written in, and whether their writes
+    /// are forced to pwrite: what [`merge_blocks`] needs on another thread.
+    pub fn block_target(&self) -> (PathBuf, bool) {
+        (self.blocks_dir.clone(), self.force_pwrite)
+    }
+
+    /// Replaces `sources` by the block they were merged into, written in
+    /// `dir`, and deletes their files.
+    pub fn install_merged(
+        &mut self,
+        dir: &Path,
+        sources: &[Arc<Block>],
+    ) -> Result<BlockMeta, DbError> {
+        let block = Block::open(dir)?;
+        let meta = block.meta().clone();
+        let gone: Vec<&str> = sources.iter().map(|b| b.meta().ulid.as_str()).collect();
+        let (old, kept): (Vec<Arc<Block>>, Vec<Arc<Block>>) = std::mem::take(&mut self.blocks)
+            .into_iter()
+            .partition(|b| gone.contains(&b.meta().ulid.as_str()));
+        self.blocks = kept;
+        self.blocks.push(Arc::new(block));
+        self.blocks.sort_by_key(|b| b.meta().min_time);
+        for b in old {
+            let dir = b.dir().to_owned();
+            drop(b);
+            fs::remove_dir_all(&dir).map_err(|source| BlockError::Io { path: dir, source })?;
+        }
+        self.counters.merges += 1;
+        Ok(meta)
+    }
+
+    /// Merges every block [`Db::plan_merge`] proposes, on this thread: for
+    /// tools and tests (the server merges on a helper thread).
+    pub fn compact_blocks(&mut self, max_ms: i64) -> Result<Vec<BlockMeta>, DbError> {
+        let mut out = Vec::new();
+        while let Some(group) = self.plan_merge(max_ms) {
+            let refs: Vec<&Block> = group.iter().map(|b| &**b).collect();
+            let (dir, _) = merge_blocks(&refs, &self.blocks_dir, self.force_pwrite)?;
+            out.push(self.install_merged(&dir, &group)?);
+        }
+        Ok(out)
+    }
+
     /// Deletes every block wholly below `t` and truncates the head below
     /// it; returns how many blocks went.
     pub fn apply_retention(&mut self, t: i64) -> Result<usize, DbError> {
-        let (gone, kept): (Vec<Block>, Vec<Block>) = std::mem::take(&mut self.blocks)
+        let (gone, kept): (Vec<Arc<Block>>, Vec<Arc<Block>>) = std::mem::take(&mut self.blocks)
             .into_iter()
             .partition(|b| b.meta().max_time <= t);
         self.blocks = kept;
@@ -306,10 +395,10 @@ impl Db {
 
     /// Bytes of all block files.
     pub fn blocks_bytes(&self) -> u64 {
-        self.blocks.iter().map(Block::size_bytes).sum()
+        self.blocks.iter().map(|b| b.size_bytes()).sum()
     }
 
-    fn overlapping(&self, mint: i64, maxt: i64) -> impl Iterator<Item = &Block> {
+    fn overlapping(&self, mint: i64, maxt: i64) -> impl Iterator<Item = &Arc<Block>> {
         self.blocks.iter().filter(move |b| b.overlaps(mint, maxt))
     }
 
@@ -364,6 +453,38 @@ impl Db {
         out.dedup();
         Ok(out)
     }
+}
+
+/// Deletes the blocks whose data another block holds (all of their sources
+/// are among its sources): the sources of a merge that a crash kept from
+/// being deleted.
+fn remove_superseded(blocks: &mut Vec<Arc<Block>>) -> Result<(), BlockError> {
+    let all = blocks.clone();
+    let superseded = |b: &Block| {
+        all.iter().any(|other| {
+            other.meta().ulid != b.meta().ulid
+                && other.meta().compaction.level > b.meta().compaction.level
+                && b.meta()
+                    .compaction
+                    .sources
+                    .iter()
+                    .all(|s| other.meta().compaction.sources.contains(s))
+        })
+    };
+    let (gone, kept): (Vec<Arc<Block>>, Vec<Arc<Block>>) = std::mem::take(blocks)
+        .into_iter()
+        .partition(|b| superseded(b));
+    *blocks = kept;
+    for b in gone {
+        let dir = b.dir().to_owned();
+        log::info!(
+            "removing block {}: a merged block holds its data",
+            dir.display()
+        );
+        drop(b);
+        fs::remove_dir_all(&dir).map_err(|source| BlockError::Io { path: dir, source })?;
+    }
+    Ok(())
 }
 
 impl Select for Db {

@@ -185,3 +185,43 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_crash_between_a_merge_and_deleting_its_sources_loses_and_doubles_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut db = open(dir.path());
+    fill(&mut db);
+    let mut app = db.head_mut().appender();
+    let l = Labels::from_pairs([("__name__", "late")]).unwrap();
+    app.append(&l, 6 * RANGE, 1.0).unwrap();
+    app.commit().unwrap();
+    // 0..3990 and 6000: the four ranges 0..4000 are cut into blocks.
+    assert_eq!(db.compact_head().unwrap().len(), 4);
+    let before = everything(&db);
+    let group = db.plan_merge(3 * RANGE).expect("0..3000 is complete");
+    assert_eq!(group.len(), 3);
+    let (parent, pwrite) = db.block_target();
+    let refs: Vec<&Block> = group.iter().map(|b| &**b).collect();
+    let (merged, meta) = kiln_storage::block::merge_blocks(&refs, &parent, pwrite).unwrap();
+    assert_eq!(
+        (meta.min_time, meta.max_time, meta.compaction.level),
+        (0, 3 * RANGE, 2)
+    );
+    assert_eq!(meta.stats.num_series, 40);
+    assert_eq!(meta.stats.num_samples, 3 * 40 * 100);
+    assert_eq!(meta.compaction.sources.len(), 3);
+    // Dies before installing: the merged block and its sources are all on
+    // disk.
+    drop(refs);
+    drop(group);
+    drop(db);
+    let db = open(dir.path());
+    let kept: Vec<(i64, i64)> = db
+        .blocks()
+        .iter()
+        .map(|b| (b.meta().min_time, b.meta().max_time))
+        .collect();
+    assert_eq!(kept, vec![(0, 3 * RANGE), (3 * RANGE, 4 * RANGE)]);
+    assert_eq!(db.blocks()[0].dir(), merged);
+    assert_eq!(everything(&db), before);
+}

@@ -41,6 +41,8 @@ enum Op {
     Append(Vec<(usize, i64, usize)>),
     /// Persist every due head range.
     Compact,
+    /// Merge blocks into windows of up to 27 ranges.
+    Merge,
     /// Drop blocks and head data below the clock's range minus this many
     /// ranges.
     Retain(i64),
@@ -71,6 +73,7 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         6 => prop::collection::vec(sample, 0..12).prop_map(Op::Append),
         2 => Just(Op::Compact),
+        1 => Just(Op::Merge),
         1 => (2i64..8).prop_map(Op::Retain),
         4 => (prop::collection::vec(matcher, 0..3), -4i64..120, 0i64..80)
             .prop_map(|(m, back, len)| Op::Select(m, back * 5, len * 5)),
@@ -171,6 +174,20 @@ impl Run {
                 for m in &metas {
                     prop_assert!(m.stats.num_series > 0 && m.stats.num_samples > 0);
                     prop_assert_eq!(m.max_time - m.min_time, RANGE);
+                }
+                self.check(&[], i64::MIN, i64::MAX)?;
+            }
+            Op::Merge => {
+                let metas = self.db_mut().compact_blocks(RANGE * 27).unwrap();
+                for m in &metas {
+                    prop_assert!(m.compaction.level >= 2);
+                    prop_assert!(m.max_time - m.min_time <= 27 * RANGE);
+                }
+                for w in self.db().blocks().windows(2) {
+                    prop_assert!(
+                        w[0].meta().max_time <= w[1].meta().min_time,
+                        "blocks overlap"
+                    );
                 }
                 self.check(&[], i64::MIN, i64::MAX)?;
             }

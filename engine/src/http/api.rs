@@ -13,7 +13,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::StatusCode;
 use kiln_query::{ErrorType as QueryErrorType, ExprKind, QueryResult, QueryValue};
-use kiln_storage::{Labels, Matcher};
+use kiln_storage::{Labels, Matcher, SelectError};
 
 use super::json::JsonBuf;
 use super::params::{MAX_TIME_MS, MIN_TIME_MS, ParamError, Params, parse_duration_ms, time_param};
@@ -248,12 +248,17 @@ fn strings_reply(values: Vec<String>, truncated: bool) -> Reply {
     Reply::json(StatusCode::OK, b.finish())
 }
 
-/// Merges sorted, deduplicated lists from several shards.
-fn merge_sorted<T: Ord>(parts: Vec<Vec<T>>) -> Vec<T> {
-    let mut all: Vec<T> = parts.into_iter().flatten().collect();
+/// Merges sorted, deduplicated lists from several shards; a shard's read
+/// error (a damaged block) fails the request as Prometheus fails it, with
+/// `execution`.
+fn merge_sorted<T: Ord>(parts: Vec<Result<Vec<T>, SelectError>>) -> Result<Vec<T>, Reply> {
+    let mut all: Vec<T> = Vec::new();
+    for p in parts {
+        all.extend(p.map_err(|e| Reply::api_error(ErrorType::Execution, &e.to_string()))?);
+    }
     all.sort_unstable();
     all.dedup();
-    all
+    Ok(all)
 }
 
 /// `GET|POST /api/v1/labels`.
@@ -270,7 +275,10 @@ pub async fn labels(state: &ServerState, p: &Params) -> Reply {
         reply,
     })
     .await;
-    let mut names = merge_sorted(parts);
+    let mut names = match merge_sorted(parts) {
+        Ok(v) => v,
+        Err(reply) => return reply,
+    };
     let truncated = apply_limit(&mut names, limit);
     strings_reply(names, truncated)
 }
@@ -297,7 +305,10 @@ pub async fn label_values(state: &ServerState, name: &str, p: &Params) -> Reply 
         reply,
     })
     .await;
-    let mut values = merge_sorted(parts);
+    let mut values = match merge_sorted(parts) {
+        Ok(v) => v,
+        Err(reply) => return reply,
+    };
     let truncated = apply_limit(&mut values, limit);
     strings_reply(values, truncated)
 }
@@ -323,7 +334,10 @@ pub async fn series(state: &ServerState, p: &Params) -> Reply {
         reply,
     })
     .await;
-    let mut all: Vec<Labels> = merge_sorted(parts);
+    let mut all: Vec<Labels> = match merge_sorted(parts) {
+        Ok(v) => v,
+        Err(reply) => return reply,
+    };
     let truncated = apply_limit(&mut all, limit);
     let mut b = JsonBuf::with_capacity(64 + all.len() * 64);
     b.raw(r#"{"status":"success","data":["#);

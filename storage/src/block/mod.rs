@@ -39,10 +39,10 @@ use crate::select::{SelectError, SelectHints, SeriesBatch, SeriesBatchBuilder};
 use crate::varint::{get_uvarint, get_varint};
 pub use writer::BlockWriter;
 
-/// First four bytes of an index file: "KLNI".
-const INDEX_MAGIC: u32 = 0x4B4C_4E49;
-/// First four bytes of a chunk segment: "KLNC".
-const CHUNKS_MAGIC: u32 = 0x4B4C_4E43;
+/// First four bytes of an index file.
+const INDEX_MAGIC: [u8; 4] = *b"KLNI";
+/// First four bytes of a chunk segment.
+const CHUNKS_MAGIC: [u8; 4] = *b"KLNC";
 /// The format version, the fifth byte of both files.
 const FORMAT_VERSION: u8 = 1;
 /// Bytes before the first chunk of a segment.
@@ -178,16 +178,16 @@ impl std::fmt::Debug for Block {
     }
 }
 
-fn be_u64(b: &[u8], at: usize) -> u64 {
+fn le_u64(b: &[u8], at: usize) -> u64 {
     let mut x = [0u8; 8];
     x.copy_from_slice(&b[at..at + 8]);
-    u64::from_be_bytes(x)
+    u64::from_le_bytes(x)
 }
 
-fn be_u32(b: &[u8], at: usize) -> u32 {
+fn le_u32(b: &[u8], at: usize) -> u32 {
     let mut x = [0u8; 4];
     x.copy_from_slice(&b[at..at + 4]);
-    u32::from_be_bytes(x)
+    u32::from_le_bytes(x)
 }
 
 fn map(path: &Path) -> Result<Mmap, BlockError> {
@@ -213,17 +213,14 @@ impl Block {
             path: index_path.clone(),
             what: what.to_owned(),
         };
-        if index.len() < 8 + TOC_LEN
-            || be_u32(&index, 0) != INDEX_MAGIC
-            || index[4] != FORMAT_VERSION
-        {
+        if index.len() < 8 + TOC_LEN || index[..4] != INDEX_MAGIC || index[4] != FORMAT_VERSION {
             return Err(corrupt("not a version 1 kiln index"));
         }
         let toc_at = index.len() - TOC_LEN;
-        if crc32c::crc32c(&index[toc_at..index.len() - 4]) != be_u32(&index, index.len() - 4) {
+        if crc32c::crc32c(&index[toc_at..index.len() - 4]) != le_u32(&index, index.len() - 4) {
             return Err(corrupt("table of contents checksum mismatch"));
         }
-        let t = |i: usize| be_u64(&index, toc_at + i * 8);
+        let t = |i: usize| le_u64(&index, toc_at + i * 8);
         let toc = Toc {
             symbols: t(0),
             symbol_table: t(1),
@@ -247,7 +244,7 @@ impl Block {
         {
             return Err(corrupt("table of contents out of bounds"));
         }
-        let crc_at = |i: usize| be_u32(&index, toc_at + 48 + i * 4);
+        let crc_at = |i: usize| le_u32(&index, toc_at + 48 + i * 4);
         let table = |at: u64, n: u64, width: u64| &index[at as usize..(at + n * width) as usize];
         let symbols_end = toc.symbol_table + toc.symbols * 8;
         if crc32c::crc32c(&index[8..symbols_end as usize]) != crc_at(0)
@@ -267,7 +264,7 @@ impl Block {
                 break;
             }
             let m = map(&path)?;
-            if m.len() < SEGMENT_HEADER || be_u32(&m, 0) != CHUNKS_MAGIC || m[4] != FORMAT_VERSION {
+            if m.len() < SEGMENT_HEADER || m[..4] != CHUNKS_MAGIC || m[4] != FORMAT_VERSION {
                 return Err(BlockError::Corrupt {
                     path,
                     what: "not a version 1 kiln chunk segment".into(),
@@ -342,7 +339,7 @@ impl Block {
         if u64::from(r) >= self.toc.symbols {
             return Err(corrupt("no such symbol"));
         }
-        let at = be_u64(
+        let at = le_u64(
             &self.index,
             (self.toc.symbol_table + u64::from(r) * 8) as usize,
         );
@@ -374,13 +371,13 @@ impl Block {
     fn posting_entry(&self, i: usize) -> (u32, u32, Range<usize>, u32) {
         let at = self.toc.postings_table as usize + i * POSTING_ENTRY;
         let b = &self.index;
-        let off = be_u64(b, at + 8) as usize;
-        let len = be_u32(b, at + 16) as usize;
+        let off = le_u64(b, at + 8) as usize;
+        let len = le_u32(b, at + 16) as usize;
         (
-            be_u32(b, at),
-            be_u32(b, at + 4),
+            le_u32(b, at),
+            le_u32(b, at + 4),
             off..off.saturating_add(len),
-            be_u32(b, at + 20),
+            le_u32(b, at + 20),
         )
     }
 
@@ -402,13 +399,20 @@ impl Block {
             .map_err(|e| self.corrupt(format!("postings entry {i}: {e}")))
     }
 
-    /// Labels and chunks of series `ord`.
-    fn series(&self, ord: u32) -> Result<(Labels, Vec<ChunkMeta>), SelectError> {
+    /// Number of series.
+    pub fn num_series(&self) -> u32 {
+        // At most u32::MAX: checked at open.
+        self.toc.series as u32
+    }
+
+    /// Labels and chunks of series `ord` (series are numbered from 0 in
+    /// label order).
+    pub fn series(&self, ord: u32) -> Result<(Labels, Vec<ChunkMeta>), SelectError> {
         let bad = |what: &str| self.corrupt(format!("series {ord}: {what}"));
         if u64::from(ord) >= self.toc.series {
             return Err(bad("no such series"));
         }
-        let at = be_u64(
+        let at = le_u64(
             &self.index,
             (self.toc.series_table + u64::from(ord) * 8) as usize,
         );
@@ -420,7 +424,7 @@ impl Block {
             .filter(|&e| e <= self.index.len())
             .map(|_| &self.index[pos..pos + len])
             .ok_or_else(|| bad("past the end"))?;
-        if crc32c::crc32c(body) != be_u32(&self.index, pos + len) {
+        if crc32c::crc32c(body) != le_u32(&self.index, pos + len) {
             return Err(bad("checksum mismatch"));
         }
         let mut p = 0;
@@ -467,7 +471,7 @@ impl Block {
     }
 
     /// The bytes of chunk `r`, checksum verified.
-    fn chunk(&self, r: u64) -> Result<&[u8], SelectError> {
+    pub fn chunk(&self, r: u64) -> Result<&[u8], SelectError> {
         let bad = |what: &str| self.corrupt(format!("chunk {r:#x}: {what}"));
         let seg = (r >> 32) as usize;
         let m = seg
@@ -482,7 +486,7 @@ impl Block {
             .filter(|&e| e <= m.len())
             .ok_or_else(|| bad("past the end"))?;
         let bytes = &m[pos..pos + len];
-        if crc32c::crc32c(bytes) != be_u32(m, end - 4) {
+        if crc32c::crc32c(bytes) != le_u32(m, end - 4) {
             return Err(bad("checksum mismatch"));
         }
         Ok(bytes)
@@ -736,4 +740,87 @@ impl PostingsSource for BlockPostings<'_> {
             }
         }
     }
+}
+
+/// Writes one block holding every series of `sources` (blocks that do not
+/// overlap, in any order) under `parent`, copying chunks as they are: the
+/// merge of Prometheus's compaction. Its range spans the sources', its
+/// level is one more than their highest, its sources are theirs.
+pub fn merge_blocks(
+    sources: &[&Block],
+    parent: &Path,
+    force_pwrite: bool,
+) -> Result<(PathBuf, BlockMeta), BlockError> {
+    let mut sources: Vec<&Block> = sources.to_vec();
+    sources.sort_by_key(|b| b.meta.min_time);
+    let (Some(first), Some(last)) = (sources.first(), sources.last()) else {
+        return Err(BlockError::Corrupt {
+            path: parent.to_owned(),
+            what: "a merge needs at least one block".into(),
+        });
+    };
+    let level = sources
+        .iter()
+        .map(|b| b.meta.compaction.level)
+        .max()
+        .unwrap_or(1)
+        + 1;
+    let mut lineage: Vec<String> = sources
+        .iter()
+        .flat_map(|b| b.meta.compaction.sources.iter().cloned())
+        .collect();
+    lineage.sort_unstable();
+    lineage.dedup();
+    let mut w = BlockWriter::new(
+        parent,
+        first.meta.min_time,
+        last.meta.max_time,
+        level,
+        lineage,
+        force_pwrite,
+    )?;
+    let failed = |b: &Block, e: SelectError| BlockError::Corrupt {
+        path: b.dir.clone(),
+        what: e.to_string(),
+    };
+    // One cursor per source: its next series (ordinal, labels, chunks).
+    let mut cursors: Vec<Option<(u32, Labels, Vec<ChunkMeta>)>> = Vec::new();
+    for b in &sources {
+        cursors.push(if b.num_series() > 0 {
+            let (l, c) = b.series(0).map_err(|e| failed(b, e))?;
+            Some((0, l, c))
+        } else {
+            None
+        });
+    }
+    loop {
+        let Some(least) = cursors.iter().flatten().map(|c| &c.1).min().cloned() else {
+            break;
+        };
+        let mut chunks: Vec<(i64, i64, &[u8])> = Vec::new();
+        for (b, cursor) in sources.iter().zip(cursors.iter_mut()) {
+            let Some((ord, labels, metas)) = cursor.as_ref() else {
+                continue;
+            };
+            if *labels != least {
+                continue;
+            }
+            for m in metas {
+                chunks.push((
+                    m.min_t,
+                    m.max_t,
+                    b.chunk(m.chunk_ref).map_err(|e| failed(b, e))?,
+                ));
+            }
+            let next = ord + 1;
+            *cursor = if next < b.num_series() {
+                let (l, c) = b.series(next).map_err(|e| failed(b, e))?;
+                Some((next, l, c))
+            } else {
+                None
+            };
+        }
+        w.add_series(least, chunks)?;
+    }
+    w.finish()
 }

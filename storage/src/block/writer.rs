@@ -154,7 +154,7 @@ impl BlockWriter {
         put_uvarint(&mut head, bytes.len() as u64);
         self.segment.append(&head);
         self.segment.append(bytes);
-        self.segment.append(&crc32c::crc32c(bytes).to_be_bytes());
+        self.segment.append(&crc32c::crc32c(bytes).to_le_bytes());
         if self.segment.unwritten() >= WRITE_OUT_BYTES {
             let path = self.segment.path().to_owned();
             self.segment
@@ -165,9 +165,17 @@ impl BlockWriter {
     }
 
     /// Writes the index and `meta.json`, syncs, and renames the block into
-    /// place; returns its directory and meta. Fails (leaving only the
-    /// `.tmp` directory, which opening the parent removes) on any error.
-    pub fn finish(mut self) -> Result<(PathBuf, BlockMeta), BlockError> {
+    /// place; returns its directory and meta. On any error the `.tmp`
+    /// directory is removed (or, failing that, at the next open).
+    pub fn finish(self) -> Result<(PathBuf, BlockMeta), BlockError> {
+        let tmp = self.tmp.clone();
+        self.write_all().inspect_err(|_| {
+            // Best effort: opening the parent removes it otherwise.
+            let _ = fs::remove_dir_all(&tmp);
+        })
+    }
+
+    fn write_all(mut self) -> Result<(PathBuf, BlockMeta), BlockError> {
         let seg_path = self.segment.path().to_owned();
         self.segment
             .write_out(&mut self.io)
@@ -198,7 +206,7 @@ impl BlockWriter {
         let path = self.tmp.join("index");
         let mut f = LogFile::create(&path).map_err(io_err(&path))?;
         let mut buf: Vec<u8> = Vec::with_capacity(1 << 16);
-        buf.extend_from_slice(&INDEX_MAGIC.to_be_bytes());
+        buf.extend_from_slice(&INDEX_MAGIC);
         buf.extend_from_slice(&[FORMAT_VERSION, 0, 0, 0]);
 
         // Symbols: every name and value, sorted, so that the order of refs
@@ -233,8 +241,8 @@ impl BlockWriter {
         }
         let symbol_table = at + buf.len() as u64;
         for off in &table {
-            symbols_crc = crc32c::crc32c_append(symbols_crc, &off.to_be_bytes());
-            buf.extend_from_slice(&off.to_be_bytes());
+            symbols_crc = crc32c::crc32c_append(symbols_crc, &off.to_le_bytes());
+            buf.extend_from_slice(&off.to_le_bytes());
             spill(&mut f, &mut buf, &mut at, &mut self.io)?;
         }
 
@@ -255,13 +263,13 @@ impl BlockWriter {
             series_table.push(at + buf.len() as u64);
             put_uvarint(&mut buf, body.len() as u64);
             buf.extend_from_slice(&body);
-            buf.extend_from_slice(&crc32c::crc32c(&body).to_be_bytes());
+            buf.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
             spill(&mut f, &mut buf, &mut at, &mut self.io)?;
         }
         let series_table_at = at + buf.len() as u64;
         for off in &series_table {
-            series_crc = crc32c::crc32c_append(series_crc, &off.to_be_bytes());
-            buf.extend_from_slice(&off.to_be_bytes());
+            series_crc = crc32c::crc32c_append(series_crc, &off.to_le_bytes());
+            buf.extend_from_slice(&off.to_le_bytes());
             spill(&mut f, &mut buf, &mut at, &mut self.io)?;
         }
 
@@ -286,11 +294,11 @@ impl BlockWriter {
         let postings_table = at + buf.len() as u64;
         for (n, v, off, len, crc) in entries {
             item.clear();
-            item.extend_from_slice(&n.to_be_bytes());
-            item.extend_from_slice(&v.to_be_bytes());
-            item.extend_from_slice(&off.to_be_bytes());
-            item.extend_from_slice(&len.to_be_bytes());
-            item.extend_from_slice(&crc.to_be_bytes());
+            item.extend_from_slice(&n.to_le_bytes());
+            item.extend_from_slice(&v.to_le_bytes());
+            item.extend_from_slice(&off.to_le_bytes());
+            item.extend_from_slice(&len.to_le_bytes());
+            item.extend_from_slice(&crc.to_le_bytes());
             postings_crc = crc32c::crc32c_append(postings_crc, &item);
             buf.extend_from_slice(&item);
             spill(&mut f, &mut buf, &mut at, &mut self.io)?;
@@ -305,13 +313,13 @@ impl BlockWriter {
             pairs.len() as u64,
             postings_table,
         ] {
-            buf.extend_from_slice(&x.to_be_bytes());
+            buf.extend_from_slice(&x.to_le_bytes());
         }
         for c in [symbols_crc, series_crc, postings_crc] {
-            buf.extend_from_slice(&c.to_be_bytes());
+            buf.extend_from_slice(&c.to_le_bytes());
         }
         let crc = crc32c::crc32c(&buf[toc_at..]);
-        buf.extend_from_slice(&crc.to_be_bytes());
+        buf.extend_from_slice(&crc.to_le_bytes());
         f.append(&buf);
         f.finish(&mut self.io).map_err(io_err(&path))
     }
@@ -336,7 +344,7 @@ fn spill(f: &mut LogFile, buf: &mut Vec<u8>, at: &mut u64, io: &mut Io) -> Resul
 fn new_segment(tmp: &Path, n: u32) -> Result<LogFile, BlockError> {
     let path = tmp.join("chunks").join(segment_name(n));
     let mut f = LogFile::create(&path).map_err(io_err(&path))?;
-    f.append(&CHUNKS_MAGIC.to_be_bytes());
+    f.append(&CHUNKS_MAGIC);
     f.append(&[FORMAT_VERSION, 0, 0, 0]);
     Ok(f)
 }
