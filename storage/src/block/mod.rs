@@ -793,10 +793,7 @@ pub fn merge_blocks(
             None
         });
     }
-    loop {
-        let Some(least) = cursors.iter().flatten().map(|c| &c.1).min().cloned() else {
-            break;
-        };
+    while let Some(least) = cursors.iter().flatten().map(|c| &c.1).min().cloned() {
         let mut chunks: Vec<(i64, i64, &[u8])> = Vec::new();
         for (b, cursor) in sources.iter().zip(cursors.iter_mut()) {
             let Some((ord, labels, metas)) = cursor.as_ref() else {
