@@ -314,7 +314,7 @@ const RETENTION_SLACK_MS: i64 = 3_600_000;
 
 /// Series a head cut copies per slice, between which the thread serves
 /// scrapes and reads.
-const CUT_SLICE_SERIES: usize = 20_000;
+const CUT_SLICE_SERIES: usize = 5_000;
 
 /// Keeps the thread's storage within bounds: every `check` (a quarter of
 /// the block range, at least 250 ms, at most a minute) it
@@ -450,6 +450,56 @@ pub async fn merge_blocks(s: &LogicalShard, max_ms: i64) {
     }
 }
 
+/// Checkpoints a shard's WAL to its head's live series, a slice of
+/// [`CUT_SLICE_SERIES`] series at a time, and waits (without blocking the
+/// thread) for the WAL writer to put it in place. A failure is logged: the
+/// segments it would have replaced stay, and the next truncation retries.
+async fn checkpoint(s: &LogicalShard) {
+    let begun = s.db.borrow_mut().head_mut().begin_checkpoint();
+    let mut cp = match begun {
+        Ok(Some(cp)) => cp,
+        Ok(None) => return,
+        Err(e) => {
+            log::error!("shard {}: starting a WAL checkpoint: {e}", s.id);
+            return;
+        }
+    };
+    let stepped = loop {
+        let r = cp.step(s.db.borrow_mut().head_mut(), CUT_SLICE_SERIES);
+        match r {
+            Ok(true) => break Ok(()),
+            Ok(false) => tokio::task::yield_now().await,
+            Err(e) => break Err(e),
+        }
+    };
+    let ended = match stepped {
+        Ok(()) => cp.finish(s.db.borrow_mut().head_mut()),
+        Err(e) => {
+            log::error!("shard {}: writing a WAL checkpoint: {e}", s.id);
+            cp.abandon(s.db.borrow_mut().head_mut())
+        }
+    };
+    let done = match ended {
+        Ok(done) => done,
+        Err(e) => {
+            log::error!("shard {}: ending a WAL checkpoint: {e}", s.id);
+            return;
+        }
+    };
+    // Bounded: the writer answers once it has written what is queued.
+    for _ in 0..60_000 {
+        match done.try_result() {
+            None => tokio::time::sleep(Duration::from_millis(10)).await,
+            Some(Ok(())) => return,
+            Some(Err(e)) => {
+                log::error!("shard {}: finishing a WAL checkpoint: {e}", s.id);
+                return;
+            }
+        }
+    }
+    log::error!("shard {}: the WAL checkpoint took over 10 minutes", s.id);
+}
+
 /// Persists every due range of a shard's head as a block.
 ///
 /// Copying chunks into the block's files happens on this thread in slices
@@ -496,6 +546,9 @@ pub async fn cut_head(s: &LogicalShard) {
             Ok(dir) => s.db.borrow_mut().install_block(dir.as_deref(), maxt),
             Err(e) => Err(e.into()),
         };
+        if installed.is_ok() {
+            checkpoint(s).await;
+        }
         match installed {
             Ok(meta) => log::info!(
                 "shard {}: head range {mint}..{maxt} persisted in {:?}{}",

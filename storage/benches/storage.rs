@@ -1,7 +1,8 @@
 //! Criterion benches of the storage kernel: chunk encode/decode, head
-//! append by ref, a 3-matcher select over 1 M series. Before measuring, it
-//! prints the size figures that are not timings: bytes per sample on
-//! node-exporter-like data and head memory per series.
+//! append by ref, a 3-matcher select over 1 M series in the head and in a
+//! block. Before measuring, it prints the figures that are not timings:
+//! bytes per sample on node-exporter-like data, head memory per series,
+//! block bytes per sample, and the time to write a block.
 //!
 //! Timings are CPU time of the whole process (`CLOCK_PROCESS_CPUTIME_ID`),
 //! not wall time: the development machines are shared by several builders,
@@ -19,8 +20,8 @@ use criterion::{
     BatchSize, BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main,
 };
 use kiln_storage::{
-    ChunkIter, Head, HeadOptions, HeadRef, Labels, MAX_CHUNK_SAMPLES, MatchOp, Matcher, OpenChunk,
-    Select, SelectHints,
+    Block, BlockWriter, ChunkIter, Head, HeadOptions, HeadRef, Labels, MAX_CHUNK_SAMPLES, MatchOp,
+    Matcher, OpenChunk, Select, SelectHints,
 };
 
 #[path = "../tests/support/node_exporter.rs"]
@@ -156,6 +157,45 @@ fn report_sizes() {
         grown as f64 / m.series as f64
     );
     report_wal(&targets);
+    let (dir, _, meta) = write_block(&head, START_MS, START_MS + 7_200_000);
+    let bytes = Block::open(&dir).unwrap().size_bytes();
+    eprintln!(
+        "block: the hour of 20 node exporters in {} bytes = {:.3} bytes/sample (chunks, index and meta)",
+        bytes,
+        bytes as f64 / meta.stats.num_samples as f64
+    );
+    let _ = std::fs::remove_dir_all(dir.parent().unwrap());
+}
+
+/// Writes every chunk of `head` inside `[mint, maxt)` as a block in a new
+/// temporary directory, timing it (wall and process CPU).
+fn write_block(
+    head: &Head,
+    mint: i64,
+    maxt: i64,
+) -> (
+    std::path::PathBuf,
+    (Duration, Duration),
+    kiln_storage::BlockMeta,
+) {
+    let parent = tempfile::tempdir().unwrap().keep();
+    let (cpu, wall) = (process_cpu(), std::time::Instant::now());
+    let mut w = BlockWriter::new(&parent, mint, maxt, 1, Vec::new(), false).unwrap();
+    let mut failed = None;
+    head.series_chunks(0..head.series_slots(), mint, maxt, |l, c| {
+        if let Err(e) = w.add_series(l, c) {
+            failed = Some(e);
+        }
+    });
+    assert!(failed.is_none(), "{failed:?}");
+    let copied = wall.elapsed();
+    let (dir, meta) = w.finish().unwrap();
+    eprintln!(
+        "block write: copying {} series' chunks (the shard's part) took {copied:.2?}, sorting and writing the index {:.2?}",
+        meta.stats.num_series,
+        wall.elapsed() - copied
+    );
+    (dir, (wall.elapsed(), process_cpu() - cpu), meta)
 }
 
 /// WAL bytes per sample and replay speed: one hour of 20 node exporters
@@ -313,6 +353,16 @@ fn select(c: &mut Criterion<ProcessCpu>) {
         "select: {} series in the head, {n} match {{__name__=\"metric_42\", job=~\"job_1|job_2|job_3\", instance=~\"host-1.*\"}}",
         head.num_series()
     );
+    let range = HeadOptions::default().chunk_range_ms;
+    let mint = START_MS.div_euclid(range) * range;
+    let (dir, (wall, cpu), meta) = write_block(&head, mint, mint + range);
+    let block = Block::open(&dir).unwrap();
+    assert_eq!(block.select(&matchers, &hints).unwrap().len(), n);
+    eprintln!(
+        "block write: {} series in {wall:.2?} wall, {cpu:.2?} CPU; {} bytes",
+        meta.stats.num_series,
+        block.size_bytes()
+    );
     let mut g = c.benchmark_group("select");
     g.bench_function("3 matchers over 1M series", |b| {
         b.iter_batched(
@@ -321,7 +371,16 @@ fn select(c: &mut Criterion<ProcessCpu>) {
             BatchSize::SmallInput,
         )
     });
+    g.bench_function("3 matchers over 1M series, block", |b| {
+        b.iter_batched(
+            || (),
+            |()| block.select(&matchers, &hints).unwrap(),
+            BatchSize::SmallInput,
+        )
+    });
     g.finish();
+    drop(block);
+    let _ = std::fs::remove_dir_all(dir.parent().unwrap());
 }
 
 criterion_group! {

@@ -251,7 +251,11 @@ impl Db {
 
     /// Makes the block written by a cut of `[mint, maxt)` visible, or —
     /// when `written` is `None` because the range had no series — nothing;
-    /// then truncates the head at `maxt`.
+    /// then drops the range from the head's memory ([`Head::drop_below`]).
+    /// The caller then checkpoints the WAL ([`Head::checkpoint`], or in
+    /// slices from [`Head::begin_checkpoint`]); until it does, the WAL
+    /// still holds the range, which opening skips (the head is truncated
+    /// at the newest block's end).
     pub fn install_block(
         &mut self,
         written: Option<&Path>,
@@ -265,7 +269,7 @@ impl Db {
             self.blocks.sort_by_key(|b| b.meta().min_time);
         }
         self.counters.compactions += 1;
-        self.head.truncate_below(maxt)?;
+        self.head.drop_below(maxt);
         self.counters.head_truncations += 1;
         Ok(meta)
     }
@@ -287,6 +291,7 @@ impl Db {
             })();
             let written = written.inspect_err(|_: &BlockError| self.cut_failed())?;
             out.extend(self.install_block(written.as_deref(), maxt)?);
+            self.head.checkpoint()?;
         }
         Ok(out)
     }

@@ -38,7 +38,9 @@ use crate::index::Index;
 use crate::labels::Labels;
 use crate::matcher::Matcher;
 use crate::select::{Select, SelectError, SelectHints, SeriesBatch, SeriesBatchBuilder};
-use crate::wal::{ReplayStats, Wal, WalError, WalOptions, WalRecord};
+use crate::wal::{
+    CheckpointDone, CheckpointWriter, ReplayStats, Wal, WalError, WalOptions, WalRecord,
+};
 
 /// Head configuration.
 #[derive(Clone, Debug)]
@@ -355,6 +357,8 @@ pub struct Head {
     /// Reused staging buffer (kept here so appenders do not allocate).
     staging: Vec<Staged>,
     wal: Option<Wal>,
+    /// A [`HeadCheckpoint`] has begun and not ended.
+    checkpointing: bool,
 }
 
 impl Head {
@@ -377,6 +381,7 @@ impl Head {
             totals: MemTotals::default(),
             staging: Vec::new(),
             wal: None,
+            checkpointing: false,
         }
     }
 
@@ -577,6 +582,13 @@ impl Head {
     /// samples (which also removes series that never got one), makes `t`
     /// the truncation point, and checkpoints the WAL to the live series.
     pub fn truncate_below(&mut self, t: i64) -> Result<(), WalError> {
+        self.drop_below(t);
+        self.checkpoint()
+    }
+
+    /// The memory half of [`Head::truncate_below`], without the
+    /// checkpoint: one pass over the series.
+    pub fn drop_below(&mut self, t: i64) {
         if t > self.min_valid {
             self.min_valid = t;
         }
@@ -615,26 +627,49 @@ impl Head {
         }
         self.totals = totals;
         self.index.recount();
-        let Some(wal) = self.wal.as_mut() else {
+    }
+
+    /// Checkpoints the WAL to the live series at once (no-op without a
+    /// WAL); [`Head::begin_checkpoint`] does it in slices.
+    pub fn checkpoint(&mut self) -> Result<(), WalError> {
+        let Some(mut cp) = self.begin_checkpoint()? else {
             return Ok(());
         };
-        let index = &self.index;
-        let series = &mut self.series;
-        wal.checkpoint(t, |w| {
-            for (id, s) in series.iter_mut().enumerate() {
-                let Some(s) = s.as_deref_mut() else { continue };
-                if s.last().is_none() {
-                    continue;
+        match cp.step(self, usize::MAX) {
+            Ok(_) => cp.finish(self)?.wait(),
+            Err(e) => {
+                if let Ok(done) = cp.abandon(self) {
+                    let _ = done.wait();
                 }
-                // Ids are u32 (slot index == id).
-                w.series(id as u32, &index.labels(&s.syms))?;
-                s.logged = true;
-                for (_, _, bytes) in s.chunks() {
-                    w.chunk(id as u32, bytes)?;
-                }
+                Err(e)
             }
-            Ok(())
-        })
+        }
+    }
+
+    /// Starts replacing the WAL written so far by a checkpoint of the live
+    /// series and their chunks (`None` without a WAL). Feed it the head
+    /// with [`HeadCheckpoint::step`], then [`HeadCheckpoint::finish`];
+    /// commits go on meanwhile, into the next segment. One checkpoint at a
+    /// time: another fails to begin until this one is finished or
+    /// abandoned (dropping it without either leaves the head unable to
+    /// checkpoint; the unfinished file is discarded at the next open).
+    pub fn begin_checkpoint(&mut self) -> Result<Option<HeadCheckpoint>, WalError> {
+        let min_valid = self.min_valid;
+        let end = self.series.len();
+        if self.checkpointing {
+            return Err(WalError::Invalid(
+                "a checkpoint is already being written".into(),
+            ));
+        }
+        let Some(wal) = self.wal.as_mut() else {
+            return Ok(None);
+        };
+        self.checkpointing = true;
+        Ok(Some(HeadCheckpoint {
+            writer: wal.begin_checkpoint(min_valid)?,
+            next: 0,
+            end,
+        }))
     }
 
     fn series_ref(&self, id: u32) -> Option<&MemSeries> {
@@ -884,6 +919,69 @@ impl Select for Head {
             }
         }
         Ok(b.finish())
+    }
+}
+
+/// A WAL checkpoint written a slice of series at a time: see
+/// [`Head::begin_checkpoint`]. Series created after it began are logged
+/// by their commits, into segments the checkpoint does not replace; a
+/// series whose samples are in both is replayed once (replay skips samples
+/// not newer than its series' last).
+pub struct HeadCheckpoint {
+    writer: CheckpointWriter,
+    next: usize,
+    end: usize,
+}
+
+impl HeadCheckpoint {
+    /// Writes the next `max_series` series slots of `head`; returns whether
+    /// every slot has been visited.
+    pub fn step(&mut self, head: &mut Head, max_series: usize) -> Result<bool, WalError> {
+        let to = self
+            .next
+            .saturating_add(max_series.max(1))
+            .min(self.end)
+            .min(head.series.len());
+        let Some(wal) = head.wal.as_ref() else {
+            return Err(WalError::WriterGone);
+        };
+        for id in self.next..to {
+            let Some(s) = head.series[id].as_deref_mut() else {
+                continue;
+            };
+            if s.last().is_none() {
+                continue;
+            }
+            // Ids are u32 (slot index == id).
+            self.writer
+                .series(wal, id as u32, &head.index.labels(&s.syms))?;
+            s.logged = true;
+            for (_, _, bytes) in s.chunks() {
+                self.writer.chunk(wal, id as u32, bytes)?;
+            }
+        }
+        self.next = to;
+        Ok(to >= self.end.min(head.series.len()))
+    }
+
+    /// Hands the rest to the WAL writer, which puts the checkpoint in place
+    /// of the segments it replaces; its outcome arrives through the
+    /// returned [`CheckpointDone`] (this does not wait for the disk).
+    pub fn finish(self, head: &mut Head) -> Result<CheckpointDone, WalError> {
+        head.checkpointing = false;
+        match head.wal.as_mut() {
+            Some(wal) => wal.end_checkpoint(self.writer, true),
+            None => Err(WalError::WriterGone),
+        }
+    }
+
+    /// Discards the checkpoint; the segments stay.
+    pub fn abandon(self, head: &mut Head) -> Result<CheckpointDone, WalError> {
+        head.checkpointing = false;
+        match head.wal.as_mut() {
+            Some(wal) => wal.end_checkpoint(self.writer, false),
+            None => Err(WalError::WriterGone),
+        }
     }
 }
 

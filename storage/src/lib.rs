@@ -38,7 +38,8 @@ pub use block::{Block, BlockError, BlockMeta, BlockWriter};
 pub use chunk::{ChunkError, ChunkIter, MAX_CHUNK_SAMPLES, OpenChunk, ValueEncoding};
 pub use db::{Db, DbCounters, DbError, HeadCut};
 pub use head::{
-    AppendError, Appender, CommitStats, Head, HeadCounters, HeadMemory, HeadOptions, HeadRef,
+    AppendError, Appender, CommitStats, Head, HeadCheckpoint, HeadCounters, HeadMemory,
+    HeadOptions, HeadRef,
 };
 pub use labels::{Label, LabelError, Labels, LabelsBuilder, METRIC_NAME, NameValidation};
 pub use matcher::{MatchOp, Matcher, MatcherError};
@@ -47,4 +48,4 @@ pub use select::{
     is_stale_nan, merge_batches, stale_nan,
 };
 pub use value_text::format_value;
-pub use wal::{ReplayStats, WalError, WalOptions};
+pub use wal::{CheckpointDone, ReplayStats, WalError, WalOptions};

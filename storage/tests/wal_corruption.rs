@@ -179,6 +179,48 @@ fn truncation_checkpoints_live_series_only() {
 }
 
 #[test]
+fn a_checkpoint_written_in_slices_while_commits_go_on_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut head, _) = Head::open(dir.path(), HeadOptions::default(), wal_options()).unwrap();
+    let commit = |head: &mut Head, series: std::ops::Range<usize>, t: i64| {
+        let mut app = head.appender();
+        for i in series {
+            app.append(&labels(i), t, t as f64 + i as f64).unwrap();
+        }
+        app.commit().unwrap();
+    };
+    for t in 0..50 {
+        commit(&mut head, 0..SERIES, t);
+    }
+    let mut cp = head.begin_checkpoint().unwrap().expect("a WAL");
+    // A second checkpoint cannot start while this one is open.
+    assert!(head.begin_checkpoint().is_err());
+    let mut t = 50;
+    while !cp.step(&mut head, 2).unwrap() {
+        // Commits between slices: to series already written to the
+        // checkpoint, to series not yet written, and to new series.
+        commit(&mut head, 0..SERIES + 2, t);
+        t += 1;
+    }
+    commit(&mut head, 0..SERIES + 2, t);
+    cp.finish(&mut head).unwrap().wait().unwrap();
+    let before = read(&head);
+    assert_eq!(before.len(), SERIES + 2);
+    drop(head);
+    let names: Vec<String> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(
+        names.iter().any(|n| n.starts_with("checkpoint.")),
+        "{names:?}"
+    );
+    let (head, stats) = Head::open(dir.path(), HeadOptions::default(), wal_options()).unwrap();
+    assert_eq!(stats.corrupt_records, 0);
+    assert_eq!(read(&head), before);
+}
+
+#[test]
 fn a_wal_directory_opens_once_at_a_time() {
     let dir = tempfile::tempdir().unwrap();
     let (first, _) = Head::open(dir.path(), HeadOptions::default(), wal_options()).unwrap();

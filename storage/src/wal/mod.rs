@@ -473,26 +473,37 @@ impl Wal {
         self.ask(Msg::Sync)
     }
 
-    /// Replaces every segment so far by a checkpoint written by `fill`,
-    /// with truncation point `min_valid`.
-    pub(crate) fn checkpoint(
+    /// Starts a checkpoint with truncation point `min_valid` that will
+    /// replace every segment written so far. Its records are added through
+    /// the returned writer, in as many pieces as the caller likes, while
+    /// commits go on into the next segment; [`Wal::end_checkpoint`] ends it.
+    pub(crate) fn begin_checkpoint(
         &mut self,
         min_valid: i64,
-        fill: impl FnOnce(&mut CheckpointWriter<'_>) -> Result<(), WalError>,
-    ) -> Result<(), WalError> {
+    ) -> Result<CheckpointWriter, WalError> {
         self.send(Msg::CheckpointBegin)?;
         let mut w = CheckpointWriter {
-            wal: self,
             buf: RecordBuf::default(),
         };
         w.buf.min_valid(min_valid);
-        let filled = fill(&mut w).and_then(|()| w.flush());
-        // End the checkpoint even after an error, so the writer leaves
-        // checkpoint mode; an incomplete checkpoint is discarded, and the
-        // segments it would have replaced stay.
-        let complete = filled.is_ok();
-        let ended = self.ask(|reply| Msg::CheckpointEnd(complete, reply));
-        filled.and(ended)
+        Ok(w)
+    }
+
+    /// Ends a checkpoint: when `complete`, flushes its last records and
+    /// has the writer put it in place of the segments it replaces;
+    /// otherwise (or when that fails) discards it, and those segments stay.
+    /// Always ends the writer's checkpoint mode. Does not wait for the
+    /// writer: the outcome arrives through the returned [`CheckpointDone`].
+    pub(crate) fn end_checkpoint(
+        &mut self,
+        mut w: CheckpointWriter,
+        complete: bool,
+    ) -> Result<CheckpointDone, WalError> {
+        let flushed = if complete { w.flush(self) } else { Ok(()) };
+        let complete = complete && flushed.is_ok();
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.send(Msg::CheckpointEnd(complete, tx))?;
+        flushed.map(|()| CheckpointDone(rx))
     }
 }
 
@@ -532,38 +543,56 @@ impl WalBatch<'_> {
     }
 }
 
+/// The outcome of a checkpoint the writer thread is finishing.
+pub struct CheckpointDone(Receiver<Result<(), WalError>>);
+
+impl CheckpointDone {
+    /// The outcome, if the writer is done.
+    pub fn try_result(&self) -> Option<Result<(), WalError>> {
+        match self.0.try_recv() {
+            Ok(r) => Some(r),
+            Err(crossbeam_channel::TryRecvError::Empty) => None,
+            Err(crossbeam_channel::TryRecvError::Disconnected) => Some(Err(WalError::WriterGone)),
+        }
+    }
+
+    /// Waits for the outcome.
+    pub fn wait(self) -> Result<(), WalError> {
+        self.0.recv().map_err(|_| WalError::WriterGone)?
+    }
+}
+
 /// Streams a checkpoint's records to the writer in bounded pieces.
-pub(crate) struct CheckpointWriter<'a> {
-    wal: &'a Wal,
+pub(crate) struct CheckpointWriter {
     buf: RecordBuf,
 }
 
-impl CheckpointWriter<'_> {
+impl CheckpointWriter {
     /// Adds a live series.
-    pub(crate) fn series(&mut self, id: u32, labels: &Labels) -> Result<(), WalError> {
+    pub(crate) fn series(&mut self, wal: &Wal, id: u32, labels: &Labels) -> Result<(), WalError> {
         self.buf.series(id, labels);
-        self.maybe_flush()
+        self.maybe_flush(wal)
     }
 
     /// Adds one chunk of a live series.
-    pub(crate) fn chunk(&mut self, id: u32, bytes: &[u8]) -> Result<(), WalError> {
+    pub(crate) fn chunk(&mut self, wal: &Wal, id: u32, bytes: &[u8]) -> Result<(), WalError> {
         self.buf.chunk(id, bytes);
-        self.maybe_flush()
+        self.maybe_flush(wal)
     }
 
-    fn maybe_flush(&mut self) -> Result<(), WalError> {
+    fn maybe_flush(&mut self, wal: &Wal) -> Result<(), WalError> {
         if self.buf.len() >= WRITE_OUT_BYTES {
-            self.flush()?;
+            self.flush(wal)?;
         }
         Ok(())
     }
 
-    fn flush(&mut self) -> Result<(), WalError> {
+    fn flush(&mut self, wal: &Wal) -> Result<(), WalError> {
         let bytes = self.buf.take();
         if bytes.is_empty() {
             return Ok(());
         }
-        self.wal.submit(bytes, true)
+        wal.submit(bytes, true)
     }
 }
 
