@@ -5,7 +5,7 @@
 //! Every file goes through [`LogFile`]: 4 KiB-aligned O_DIRECT writes by
 //! io_uring, or pwrite where io_uring is refused or forced off.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -211,13 +211,15 @@ impl BlockWriter {
 
         // Symbols: every name and value, sorted, so that the order of refs
         // is the order of strings.
-        let mut symbols: Vec<&str> = self
+        // Deduplicated while collected: series repeat names and values
+        // many times over.
+        let unique: HashSet<&str> = self
             .pending
             .iter()
             .flat_map(|p| p.labels.iter().flat_map(|l| [l.name, l.value]))
             .collect();
+        let mut symbols: Vec<&str> = unique.into_iter().collect();
         symbols.sort_unstable();
-        symbols.dedup();
         let refs: HashMap<&str, u32> = symbols
             .iter()
             .enumerate()
