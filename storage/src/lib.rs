@@ -1,9 +1,11 @@
 //! kiln-storage: the per-shard storage kernel.
 //!
-//! A shard owns one storage instance and is its only user: appends and
-//! reads take no lock and stay on the shard's thread. The one exception is
-//! the WAL, whose writer thread takes committed records off the shard
-//! thread (see [`wal`]). Queries reach the data through [`Select`].
+//! A shard owns one storage instance, a [`Db`], and is its only user:
+//! appends and reads take no lock and stay on the shard's thread. The
+//! exceptions hold no reference into the head: the WAL's writer thread
+//! takes committed records off the shard thread (see [`wal`]), and block
+//! files are finished and merged on helper threads (see [`db`]). Queries
+//! reach the data through [`Select`].
 //!
 //! Module map (one concept each):
 //! * [`labels`]: label sets, the identity of a series, and name validation;
@@ -13,8 +15,14 @@
 //! * [`bitstream`]: bit-granular writer and reader;
 //! * [`chunk`]: the Gorilla-style chunk codec with decimal value encoding;
 //! * `index`: symbols, series ids, postings and matcher evaluation;
+//! * `index`'s `PostingsSource`: matcher evaluation shared by the head's
+//!   index and blocks;
 //! * [`head`]: the appendable in-memory head and its appenders;
 //! * [`wal`]: the head's write-ahead log;
+//! * `io`: 4 KiB-aligned O_DIRECT file writing (io_uring or pwrite);
+//! * [`block`]: immutable, checksummed blocks on disk, read through mmap;
+//! * [`db`]: a shard's head and blocks, cut, merged and retained;
+//! * `varint`: the LEB128 integers of the WAL and block files;
 //! * [`value_text`]: a sample value as text, as Go writes it.
 
 #![warn(missing_docs)]
