@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use kiln_storage::{
     Db, DbError, HeadOptions, Labels, Matcher, ReplayStats, Select, SelectError, SelectHints,
-    SeriesBatch, WalOptions, merge_batches,
+    SeriesBatch, WalOptions, merge_batches, select_blocks,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -114,7 +114,7 @@ pub enum ShardRequest {
         /// Range and sample cap.
         hints: SelectHints,
         /// Where the answer goes.
-        reply: crossbeam_channel::Sender<Result<SeriesBatch, SelectError>>,
+        reply: crossbeam_channel::Sender<Result<ShardPart, SelectError>>,
     },
     /// Label names of the series matching any of `sets` (all series when
     /// empty) with samples in `[mint, maxt]`.
@@ -157,6 +157,15 @@ pub enum ShardRequest {
         /// Sorted, deduplicated label sets.
         reply: oneshot::Sender<Result<Vec<Labels>, SelectError>>,
     },
+}
+
+/// A runtime thread's answer to a select: its heads' series, merged, and
+/// the blocks that may hold more, for the asker to read on its own thread.
+pub struct ShardPart {
+    /// The heads' part.
+    pub head: SeriesBatch,
+    /// Blocks overlapping the range.
+    pub blocks: Vec<Arc<kiln_storage::Block>>,
 }
 
 /// Head statistics of one runtime thread's shards, for
@@ -659,18 +668,21 @@ async fn serve_one(req: ShardRequest, local: &LocalShards) {
             hints,
             reply,
         } => {
+            // Only the heads are read here; blocks go back to the asker.
             let mut parts = Vec::with_capacity(local.shards.len());
+            let mut blocks = Vec::new();
             let mut budget = hints.max_samples;
             for s in &local.shards {
                 let h = SelectHints {
                     max_samples: budget,
                     ..hints
                 };
-                let r = s.db.borrow().select(&matchers, &h);
+                let r = s.db.borrow().select_head(&matchers, &h);
                 match r {
-                    Ok(b) => {
+                    Ok((b, bs)) => {
                         budget = budget.saturating_sub(b.sample_count());
                         parts.push(b);
+                        blocks.extend(bs);
                     }
                     Err(e) => {
                         let _ = reply.send(Err(e));
@@ -680,7 +692,10 @@ async fn serve_one(req: ShardRequest, local: &LocalShards) {
                 tokio::task::yield_now().await;
             }
             // The asker may have given up (timeout): nothing to do then.
-            let _ = reply.send(Ok(merge_batches(parts)));
+            let _ = reply.send(Ok(ShardPart {
+                head: merge_batches(parts),
+                blocks,
+            }));
         }
         ShardRequest::LabelNames {
             sets,
@@ -789,6 +804,7 @@ impl Select for FanoutSelect<'_> {
         }
         drop(tx);
         let mut parts = Vec::with_capacity(self.mailboxes.len());
+        let mut blocks = Vec::new();
         let mut total = 0usize;
         for _ in 0..self.mailboxes.len() {
             let got = match self.deadline {
@@ -804,15 +820,26 @@ impl Select for FanoutSelect<'_> {
                     .recv()
                     .map_err(|_| SelectError::Storage("kiln is shutting down".into()))?,
             };
-            let b = got?;
-            total += b.sample_count();
+            let part = got?;
+            total += part.head.sample_count();
             if total > hints.max_samples {
                 return Err(SelectError::TooManySamples {
                     limit: hints.max_samples,
                 });
             }
-            parts.push(b);
+            parts.push(part.head);
+            blocks.extend(part.blocks);
         }
+        // The blocks are read here, on the asking (worker) thread.
+        let deadline = self.deadline;
+        let (from_blocks, _) =
+            select_blocks(&blocks, &matchers, hints, total, || match deadline {
+                Some(d) if std::time::Instant::now() >= d => Err(SelectError::Storage(
+                    "query timed out reading blocks".into(),
+                )),
+                _ => Ok(()),
+            })?;
+        parts.extend(from_blocks);
         Ok(merge_batches(parts))
     }
 }

@@ -492,32 +492,63 @@ fn remove_superseded(blocks: &mut Vec<Arc<Block>>) -> Result<(), BlockError> {
     Ok(())
 }
 
+impl Db {
+    /// The head's part of a select, and the blocks that may hold the rest.
+    /// Blocks are immutable and shared, so a reader on another thread can
+    /// select from them itself ([`select_blocks`]): the server does, so that
+    /// reading block files never occupies the shard's thread.
+    pub fn select_head(
+        &self,
+        matchers: &[Matcher],
+        hints: &SelectHints,
+    ) -> Result<(SeriesBatch, Vec<Arc<Block>>), SelectError> {
+        let head = self.head.select(matchers, hints)?;
+        let blocks = self.overlapping(hints.mint, hints.maxt).cloned().collect();
+        Ok((head, blocks))
+    }
+}
+
+/// Selects from `blocks` within what is left of `hints.max_samples` after
+/// `taken` samples; returns the parts (unmerged) and the samples taken in
+/// all. `keep_going` is asked before each block (a deadline).
+pub fn select_blocks(
+    blocks: &[Arc<Block>],
+    matchers: &[Matcher],
+    hints: &SelectHints,
+    mut taken: usize,
+    mut keep_going: impl FnMut() -> Result<(), SelectError>,
+) -> Result<(Vec<SeriesBatch>, usize), SelectError> {
+    let mut parts = Vec::with_capacity(blocks.len());
+    for b in blocks {
+        keep_going()?;
+        let left = hints
+            .max_samples
+            .checked_sub(taken)
+            .ok_or(SelectError::TooManySamples {
+                limit: hints.max_samples,
+            })?;
+        let part = b.select(
+            matchers,
+            &SelectHints {
+                max_samples: left,
+                ..*hints
+            },
+        )?;
+        taken += part.sample_count();
+        parts.push(part);
+    }
+    Ok((parts, taken))
+}
+
 impl Select for Db {
     fn select(
         &self,
         matchers: &[Matcher],
         hints: &SelectHints,
     ) -> Result<SeriesBatch, SelectError> {
-        let mut parts = Vec::new();
-        let mut budget = hints.max_samples;
-        for b in self.overlapping(hints.mint, hints.maxt) {
-            let part = b.select(
-                matchers,
-                &SelectHints {
-                    max_samples: budget,
-                    ..*hints
-                },
-            )?;
-            budget = budget.saturating_sub(part.sample_count());
-            parts.push(part);
-        }
-        let head = self.head.select(
-            matchers,
-            &SelectHints {
-                max_samples: budget,
-                ..*hints
-            },
-        )?;
+        let (head, blocks) = self.select_head(matchers, hints)?;
+        let taken = head.sample_count();
+        let (mut parts, _) = select_blocks(&blocks, matchers, hints, taken, || Ok(()))?;
         parts.push(head);
         Ok(merge_batches(parts))
     }

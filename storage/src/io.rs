@@ -19,8 +19,11 @@ use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use io_uring::{IoUring, opcode, types};
+
+use crate::wal::NO_IO_URING_ENV;
 
 /// The alignment of O_DIRECT I/O.
 pub(crate) const BLOCK: usize = 4096;
@@ -38,15 +41,21 @@ pub(crate) enum Io {
 }
 
 impl Io {
-    /// io_uring unless forced off or refused by the kernel; logs a refusal.
+    /// io_uring unless forced off (`force_pwrite`, or the environment
+    /// variable [`NO_IO_URING_ENV`] set to `1`) or refused by the kernel;
+    /// a refusal is logged once per process (the WAL's counters say it
+    /// per shard).
     pub(crate) fn new(force_pwrite: bool) -> Io {
-        if force_pwrite {
+        if force_pwrite || std::env::var(NO_IO_URING_ENV).is_ok_and(|v| v == "1") {
             return Io::Pwrite;
         }
         match IoUring::new(RING_ENTRIES) {
             Ok(ring) => Io::Uring(Box::new(ring)),
             Err(e) => {
-                log::warn!("storage: io_uring unavailable ({e}); writing with pwrite instead");
+                static LOGGED: AtomicBool = AtomicBool::new(false);
+                if !LOGGED.swap(true, Ordering::Relaxed) {
+                    log::warn!("storage: io_uring unavailable ({e}); writing with pwrite instead");
+                }
                 Io::Pwrite
             }
         }

@@ -44,7 +44,7 @@ pub mod wal;
 
 pub use block::{Block, BlockError, BlockMeta, BlockWriter};
 pub use chunk::{ChunkError, ChunkIter, MAX_CHUNK_SAMPLES, OpenChunk, ValueEncoding};
-pub use db::{Db, DbCounters, DbError, HeadCut};
+pub use db::{Db, DbCounters, DbError, HeadCut, select_blocks};
 pub use head::{
     AppendError, Appender, CommitStats, Head, HeadCheckpoint, HeadCounters, HeadMemory,
     HeadOptions, HeadRef,

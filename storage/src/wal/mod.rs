@@ -52,7 +52,8 @@ use crate::io::{Io, LogFile, sync_dir};
 /// At most this many bytes wait for the writer thread; see the module docs.
 pub const MAX_PENDING_BYTES: u64 = 64 << 20;
 
-/// Environment variable that forces the pwrite fallback when set to `1`.
+/// Environment variable that forces the pwrite fallback (WAL and blocks)
+/// when set to `1`.
 pub const NO_IO_URING_ENV: &str = "KILN_WAL_NO_IO_URING";
 
 /// Typical encoded size of one sample (id, time delta, value), to size
@@ -375,8 +376,7 @@ impl Wal {
                 fs::remove_file(&path).map_err(io_err(&path))?;
             }
         }
-        let force = opts.force_pwrite || std::env::var(NO_IO_URING_ENV).is_ok_and(|v| v == "1");
-        let io = Io::new(force);
+        let io = Io::new(opts.force_pwrite);
         let io_uring = io.is_uring();
         let path = dir.join(segment_name(next));
         let file = LogFile::create(&path).map_err(io_err(&path))?;
