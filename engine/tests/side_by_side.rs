@@ -7,6 +7,10 @@
 //! scrape phases; answers are compared exactly for labels and timestamps
 //! and with promqltest's float tolerance for values (sums may add in a
 //! different order).
+//!
+//! A second kiln scrapes the same targets with 10-second blocks, so that
+//! its answers come from blocks (cut, merged into 30-second windows) and
+//! its head together; it must answer as Prometheus does too.
 
 mod common;
 
@@ -107,6 +111,10 @@ fn kiln_answers_as_prometheus_does_on_the_same_data() {
     .expect("write config");
     let prom = start_prometheus(&config);
     let kiln = Kiln::start(&[&format!("--config.file={}", config.display())]);
+    let blocks = Kiln::start(&[
+        &format!("--config.file={}", config.display()),
+        "--storage.tsdb.min-block-duration=10s",
+    ]);
     let started = now_ms();
     std::thread::sleep(RUN);
 
@@ -118,8 +126,38 @@ fn kiln_answers_as_prometheus_does_on_the_same_data() {
     let eval = (now_ms() - 3 * SLOT_MS) / SLOT_MS * SLOT_MS + SLOT_MS / 2;
     let range_start = (started + 8 * SLOT_MS) / SLOT_MS * SLOT_MS + SLOT_MS / 2;
     assert!(range_start + 10 * SLOT_MS < eval, "run too short");
-    let secs = |ms: i64| format!("{}.{:03}", ms / 1000, ms % 1000);
+    let mut failures = differences(prom.addr, kiln.addr, eval, range_start, true);
+    for f in differences(prom.addr, blocks.addr, eval, range_start, false) {
+        failures.push(format!("(kiln with 10-s blocks) {f}"));
+    }
+    let cut = blocks.get("/metrics").text();
+    assert!(
+        cut.lines()
+            .any(|l| l.starts_with("prometheus_tsdb_compactions_total ") && !l.ends_with(" 0")),
+        "the kiln with 10-s blocks cut none"
+    );
+    assert!(
+        failures.is_empty(),
+        "{} differences:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
 
+fn secs(ms: i64) -> String {
+    format!("{}.{:03}", ms / 1000, ms % 1000)
+}
+
+/// What `kiln` answers differently from `prom`: queries at `eval`, ranges
+/// from `range_start`, metadata, federation, errors, and — when
+/// `head_stats` (both heads then hold the same data) — `status/tsdb`.
+fn differences(
+    prom: std::net::SocketAddr,
+    kiln: std::net::SocketAddr,
+    eval: i64,
+    range_start: i64,
+    head_stats: bool,
+) -> Vec<String> {
     let instant = [
         ("test_requests_total", false),
         ("test_temperature_celsius", false),
@@ -144,8 +182,8 @@ fn kiln_answers_as_prometheus_does_on_the_same_data() {
     let mut failures = Vec::new();
     for (q, sorted) in instant {
         let path = format!("/api/v1/query?query={}&time={}", enc(q), secs(eval));
-        let a = canonical(get_json(prom.addr, &path), sorted);
-        let b = canonical(get_json(kiln.addr, &path), sorted);
+        let a = canonical(get_json(prom, &path), sorted);
+        let b = canonical(get_json(kiln, &path), sorted);
         if a["data"]["result"].as_array().is_none_or(|r| r.is_empty()) {
             failures.push(format!("{q}: prometheus returned no data: {a}"));
         } else if !same(&a, &b) {
@@ -169,8 +207,8 @@ fn kiln_answers_as_prometheus_does_on_the_same_data() {
             secs(eval),
             secs(SLOT_MS)
         );
-        let a = canonical(get_json(prom.addr, &path), false);
-        let b = canonical(get_json(kiln.addr, &path), false);
+        let a = canonical(get_json(prom, &path), false);
+        let b = canonical(get_json(kiln, &path), false);
         if a["data"]["result"].as_array().is_none_or(|r| r.is_empty()) {
             failures.push(format!("{q}: prometheus returned no data: {a}"));
         } else if !same(&a, &b) {
@@ -196,8 +234,8 @@ fn kiln_answers_as_prometheus_does_on_the_same_data() {
         "/api/v1/metadata?metric=test_latency_seconds".to_owned(),
     ];
     for path in &metadata {
-        let mut a = get_json(prom.addr, path);
-        let mut b = get_json(kiln.addr, path);
+        let mut a = get_json(prom, path);
+        let mut b = get_json(kiln, path);
         for v in [&mut a, &mut b] {
             if let Some(Value::Array(items)) = v.pointer_mut("/data") {
                 items.sort_by_key(|i| i.to_string());
@@ -207,10 +245,20 @@ fn kiln_answers_as_prometheus_does_on_the_same_data() {
             failures.push(format!("{path}:\n  prometheus: {a}\n  kiln:       {b}"));
         }
     }
+    if head_stats {
+        failures.extend(status_differences(prom, kiln));
+    }
+    failures.extend(federation_and_error_differences(prom, kiln));
+    failures
+}
+
+/// `status/tsdb` of two servers whose heads hold the same data.
+fn status_differences(prom: std::net::SocketAddr, kiln: std::net::SocketAddr) -> Vec<String> {
+    let mut failures = Vec::new();
     // Cardinality statistics over the same series (times and chunk counts
     // aside: report series carry each server's own scrape times).
-    let a = get_json(prom.addr, "/api/v1/status/tsdb?limit=1000");
-    let b = get_json(kiln.addr, "/api/v1/status/tsdb?limit=1000");
+    let a = get_json(prom, "/api/v1/status/tsdb?limit=1000");
+    let b = get_json(kiln, "/api/v1/status/tsdb?limit=1000");
     for key in [
         "seriesCountByMetricName",
         "labelValueCountByLabelName",
@@ -248,6 +296,15 @@ fn kiln_answers_as_prometheus_does_on_the_same_data() {
             "status/tsdb headStats:\n  prometheus: {a}\n  kiln:       {b}"
         ));
     }
+    failures
+}
+
+/// Federation and error answers of two servers.
+fn federation_and_error_differences(
+    prom: std::net::SocketAddr,
+    kiln: std::net::SocketAddr,
+) -> Vec<String> {
+    let mut failures = Vec::new();
     // Federation: the newest sample of each series, as text. Both answer
     // "now", so a new slot may land between the two requests: retry.
     let fed = format!(
@@ -266,7 +323,7 @@ fn kiln_answers_as_prometheus_does_on_the_same_data() {
     };
     let mut agreed = false;
     for _ in 0..5 {
-        let (a, b) = (lines(prom.addr), lines(kiln.addr));
+        let (a, b) = (lines(prom), lines(kiln));
         if a == b && a.len() > 3 {
             agreed = true;
             break;
@@ -276,8 +333,8 @@ fn kiln_answers_as_prometheus_does_on_the_same_data() {
     if !agreed {
         failures.push(format!(
             "{fed}:\n  prometheus: {:?}\n  kiln:       {:?}",
-            lines(prom.addr),
-            lines(kiln.addr)
+            lines(prom),
+            lines(kiln)
         ));
     }
     // Errors: same type and text for the same mistake.
@@ -288,8 +345,8 @@ fn kiln_answers_as_prometheus_does_on_the_same_data() {
         "/api/v1/query?query=up&time=yesterday",
         "/api/v1/series",
     ] {
-        let a = request(prom.addr, "GET", path, &[], b"");
-        let b = request(kiln.addr, "GET", path, &[], b"");
+        let a = request(prom, "GET", path, &[], b"");
+        let b = request(kiln, "GET", path, &[], b"");
         let (ja, jb): (Value, Value) = (
             serde_json::from_slice(&a.body).unwrap_or_default(),
             serde_json::from_slice(&b.body).unwrap_or_default(),
@@ -301,12 +358,7 @@ fn kiln_answers_as_prometheus_does_on_the_same_data() {
             ));
         }
     }
-    assert!(
-        failures.is_empty(),
-        "{} differences:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    failures
 }
 
 fn now_ms() -> i64 {
