@@ -528,3 +528,38 @@ fn head_ranges_move_to_blocks_and_answer_after_a_restart() {
     ));
     assert!(names.text().contains("\"up\""), "{}", names.text());
 }
+
+#[test]
+fn retention_deletes_whole_blocks_by_time_and_by_size() {
+    let t = targets::start(1, SLOT_MS);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cfg = write_config(dir.path(), &t.addrs);
+    let cfg = format!("--config.file={}", cfg.display());
+    let blocks = "--storage.tsdb.min-block-duration=1s";
+    let by_time = Kiln::start(&[&cfg, blocks, "--storage.tsdb.retention.time=4s"]);
+    // 2 KB over two logical shards: each keeps only its newest block.
+    let by_size = Kiln::start(&[
+        &cfg,
+        blocks,
+        "--storage.tsdb.retention.size=2KB",
+        "--shards=2",
+    ]);
+    for (kiln, what) in [(&by_time, "time"), (&by_size, "size")] {
+        let deleted = eventually(Duration::from_secs(30), || {
+            let n = self_metric(kiln, "kiln_tsdb_blocks_deleted_total");
+            (n >= 2.0).then_some(n)
+        });
+        assert!(deleted.is_some(), "{what} retention deleted no blocks");
+    }
+    // Nothing older than the retention and the block being cut is kept.
+    let lowest = self_metric(&by_time, "prometheus_tsdb_lowest_timestamp");
+    assert!(
+        lowest >= (now_ms() - 8_000) as f64,
+        "oldest sample at {lowest}"
+    );
+    let loaded = self_metric(&by_size, "prometheus_tsdb_blocks_loaded");
+    assert!((1.0..=2.0).contains(&loaded), "{loaded} blocks kept");
+    // The data that is left still answers.
+    let v = query(&by_size, "count_over_time(up[1m])", now_ms());
+    assert!(single(&v).is_some_and(|p| p.1 >= 2.0), "{v}");
+}

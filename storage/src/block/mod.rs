@@ -497,9 +497,10 @@ impl Block {
         self.meta.min_time <= maxt && mint < self.meta.max_time
     }
 
-    /// Series ordinals matching `matchers` with a chunk meeting
-    /// `[mint, maxt]`, ascending (which is label order).
-    fn matching(
+    /// Series ordinals matching `matchers`, ascending (which is label
+    /// order), when the block's range meets `[mint, maxt]`; they may have
+    /// no sample in it (see [`Block::matching`]).
+    fn matching_postings(
         &self,
         matchers: &[Matcher],
         mint: i64,
@@ -512,10 +513,22 @@ impl Block {
             block: self,
             err: RefCell::new(None),
         };
-        let mut ids = select_postings(&src, matchers);
-        if let Some(e) = src.err.into_inner() {
-            return Err(e);
+        let ids = select_postings(&src, matchers);
+        match src.err.into_inner() {
+            Some(e) => Err(e),
+            None => Ok(ids),
         }
+    }
+
+    /// Series ordinals matching `matchers` with a sample in `[mint, maxt]`,
+    /// ascending (which is label order).
+    fn matching(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<RoaringBitmap, SelectError> {
+        let mut ids = self.matching_postings(matchers, mint, maxt)?;
         // Every series has a sample in the block's range: only a partial
         // overlap needs a look at the series' chunks.
         if mint > self.meta.min_time || maxt < self.meta.max_time - 1 {
@@ -565,11 +578,13 @@ impl Block {
         hints: &SelectHints,
     ) -> Result<SeriesBatch, SelectError> {
         let (lo, hi) = (hints.mint, hints.maxt);
-        let ids = self.matching(matchers, lo, hi)?;
+        // Series without a sample in the range push nothing below, so the
+        // postings need no filtering by time first.
+        let ids = self.matching_postings(matchers, lo, hi)?;
         let mut b = SeriesBatchBuilder::with_capacity(ids.len() as usize, 0);
         for ord in &ids {
             let (labels, chunks) = self.series(ord)?;
-            let mut pushed = false;
+            let mut labels = Some(labels);
             for c in chunks.iter().filter(|c| c.min_t <= hi && c.max_t >= lo) {
                 let bytes = self.chunk(c.chunk_ref)?;
                 let mut it = ChunkIter::new(bytes).map_err(|e| self.corrupt(e.to_string()))?;
@@ -583,9 +598,8 @@ impl Block {
                             limit: hints.max_samples,
                         });
                     }
-                    if !pushed {
-                        b.push_series(labels.clone());
-                        pushed = true;
+                    if let Some(l) = labels.take() {
+                        b.push_series(l);
                     }
                     b.push_sample(t, v);
                     next = it.next_sample().map_err(|e| self.corrupt(e.to_string()))?;
