@@ -125,8 +125,8 @@ pub enum ShardRequest {
         mint: i64,
         /// Range end (ms).
         maxt: i64,
-        /// Sorted, deduplicated names.
-        reply: oneshot::Sender<Result<Vec<String>, SelectError>>,
+        /// The heads' sorted, deduplicated names, and the blocks.
+        reply: oneshot::Sender<Result<LabelPart<String>, SelectError>>,
     },
     /// Values of label `name` over the series matching any of `sets`.
     LabelValues {
@@ -138,8 +138,8 @@ pub enum ShardRequest {
         mint: i64,
         /// Range end (ms).
         maxt: i64,
-        /// Sorted, deduplicated values.
-        reply: oneshot::Sender<Result<Vec<String>, SelectError>>,
+        /// The heads' sorted, deduplicated values, and the blocks.
+        reply: oneshot::Sender<Result<LabelPart<String>, SelectError>>,
     },
     /// Head statistics (read off each shard's postings).
     TsdbStatus {
@@ -154,8 +154,8 @@ pub enum ShardRequest {
         mint: i64,
         /// Range end (ms).
         maxt: i64,
-        /// Sorted, deduplicated label sets.
-        reply: oneshot::Sender<Result<Vec<Labels>, SelectError>>,
+        /// The heads' sorted, deduplicated label sets, and the blocks.
+        reply: oneshot::Sender<Result<LabelPart<Labels>, SelectError>>,
     },
 }
 
@@ -166,6 +166,59 @@ pub struct ShardPart {
     pub head: SeriesBatch,
     /// Blocks overlapping the range.
     pub blocks: Vec<Arc<kiln_storage::Block>>,
+}
+
+/// A runtime thread's answer to a label or series request: its heads'
+/// part and the blocks overlapping the range, which the asker reads off
+/// the shard threads ([`merge_label_parts`]).
+pub struct LabelPart<T> {
+    /// The heads' answer, sorted and deduplicated.
+    pub head: Vec<T>,
+    /// Blocks overlapping the range.
+    pub blocks: Vec<Arc<kiln_storage::Block>>,
+}
+
+/// Merges every runtime thread's answer to a label or series request:
+/// their heads' parts, plus `f` run over each of their blocks for every
+/// selector of `sets` (once with none when there are none) on tokio's
+/// blocking pool, so block indexes are read off the shard threads. Sorted,
+/// deduplicated; the first error fails it all.
+pub async fn merge_label_parts<T, F>(
+    parts: Vec<Result<LabelPart<T>, SelectError>>,
+    sets: Arc<[Vec<Matcher>]>,
+    f: F,
+) -> Result<Vec<T>, SelectError>
+where
+    T: Ord + Send + 'static,
+    F: Fn(&kiln_storage::Block, &[Matcher]) -> Result<Vec<T>, SelectError> + Send + 'static,
+{
+    let mut out = Vec::new();
+    let mut blocks = Vec::new();
+    for p in parts {
+        let p = p?;
+        out.extend(p.head);
+        blocks.extend(p.blocks);
+    }
+    if !blocks.is_empty() {
+        let read = tokio::task::spawn_blocking(move || {
+            let mut v = Vec::new();
+            for b in &blocks {
+                if sets.is_empty() {
+                    v.extend(f(b, &[])?);
+                }
+                for m in sets.iter() {
+                    v.extend(f(b, m)?);
+                }
+            }
+            Ok::<_, SelectError>(v)
+        })
+        .await
+        .map_err(|e| SelectError::Storage(format!("reading blocks failed: {e}")))?;
+        out.extend(read?);
+    }
+    out.sort_unstable();
+    out.dedup();
+    Ok(out)
 }
 
 /// Head statistics of one runtime thread's shards, for
@@ -703,8 +756,11 @@ async fn serve_one(req: ShardRequest, local: &LocalShards) {
             maxt,
             reply,
         } => {
-            let out = collect(local, &sets, |db, m| db.label_names(m, mint, maxt)).await;
-            let _ = reply.send(out);
+            let out = collect(local, &sets, mint, maxt, |db, m| {
+                db.head().label_names(m, mint, maxt)
+            })
+            .await;
+            let _ = reply.send(Ok(out));
         }
         ShardRequest::LabelValues {
             name,
@@ -713,8 +769,11 @@ async fn serve_one(req: ShardRequest, local: &LocalShards) {
             maxt,
             reply,
         } => {
-            let out = collect(local, &sets, |db, m| db.label_values(&name, m, mint, maxt)).await;
-            let _ = reply.send(out);
+            let out = collect(local, &sets, mint, maxt, |db, m| {
+                db.head().label_values(&name, m, mint, maxt)
+            })
+            .await;
+            let _ = reply.send(Ok(out));
         }
         ShardRequest::TsdbStatus { reply } => {
             let mut c = TsdbCounts::default();
@@ -744,36 +803,44 @@ async fn serve_one(req: ShardRequest, local: &LocalShards) {
             maxt,
             reply,
         } => {
-            let out = collect(local, &sets, |db, m| db.series(m, mint, maxt)).await;
-            let _ = reply.send(out);
+            let out = collect(local, &sets, mint, maxt, |db, m| {
+                db.head().series(m, mint, maxt)
+            })
+            .await;
+            let _ = reply.send(Ok(out));
         }
     }
 }
 
-/// Runs `f` for every selector of `sets` (once with no matchers when there
-/// are none) over each shard, a shard at a time with a yield in between;
-/// returns the sorted, deduplicated union, or the first error.
+/// Runs `f` (a head read) for every selector of `sets` (once with no
+/// matchers when there are none) over each shard, a shard at a time with a
+/// yield in between; returns the sorted, deduplicated union with the
+/// shards' blocks overlapping `[mint, maxt]`, for the asker to read.
 async fn collect<T: Ord>(
     local: &LocalShards,
     sets: &[Vec<Matcher>],
-    f: impl Fn(&Db, &[Matcher]) -> Result<Vec<T>, SelectError>,
-) -> Result<Vec<T>, SelectError> {
-    let mut out = Vec::new();
+    mint: i64,
+    maxt: i64,
+    f: impl Fn(&Db, &[Matcher]) -> Vec<T>,
+) -> LabelPart<T> {
+    let mut head = Vec::new();
+    let mut blocks = Vec::new();
     for s in &local.shards {
         {
             let db = s.db.borrow();
             if sets.is_empty() {
-                out.extend(f(&db, &[])?);
+                head.extend(f(&db, &[]));
             }
             for m in sets {
-                out.extend(f(&db, m)?);
+                head.extend(f(&db, m));
             }
+            blocks.extend(db.blocks_overlapping(mint, maxt));
         }
         tokio::task::yield_now().await;
     }
-    out.sort_unstable();
-    out.dedup();
-    Ok(out)
+    head.sort_unstable();
+    head.dedup();
+    LabelPart { head, blocks }
 }
 
 /// Reads through every runtime thread's mailbox: the [`Select`] a query

@@ -407,6 +407,12 @@ impl Db {
         self.blocks.iter().filter(move |b| b.overlaps(mint, maxt))
     }
 
+    /// The blocks whose range meets `[mint, maxt]`, shared: for readers on
+    /// other threads (blocks are immutable).
+    pub fn blocks_overlapping(&self, mint: i64, maxt: i64) -> Vec<Arc<Block>> {
+        self.overlapping(mint, maxt).cloned().collect()
+    }
+
     /// Label names of the series matching `matchers` with samples in
     /// `[mint, maxt]`, over blocks and head; sorted, deduplicated.
     pub fn label_names(
@@ -503,8 +509,7 @@ impl Db {
         hints: &SelectHints,
     ) -> Result<(SeriesBatch, Vec<Arc<Block>>), SelectError> {
         let head = self.head.select(matchers, hints)?;
-        let blocks = self.overlapping(hints.mint, hints.maxt).cloned().collect();
-        Ok((head, blocks))
+        Ok((head, self.blocks_overlapping(hints.mint, hints.maxt)))
     }
 }
 

@@ -20,7 +20,7 @@ use super::params::{MAX_TIME_MS, MIN_TIME_MS, ParamError, Params, parse_duration
 use super::response::{ErrorType, Reply};
 use crate::query::{QuerySpec, RunError};
 use crate::state::ServerState;
-use crate::tsdb::{ShardRequest, gather};
+use crate::tsdb::{ShardRequest, gather, merge_label_parts};
 
 /// Most points a range query may return per series (Prometheus's limit).
 const MAX_POINTS: i64 = 11_000;
@@ -248,17 +248,10 @@ fn strings_reply(values: Vec<String>, truncated: bool) -> Reply {
     Reply::json(StatusCode::OK, b.finish())
 }
 
-/// Merges sorted, deduplicated lists from several shards; a shard's read
-/// error (a damaged block) fails the request as Prometheus fails it, with
-/// `execution`.
-fn merge_sorted<T: Ord>(parts: Vec<Result<Vec<T>, SelectError>>) -> Result<Vec<T>, Reply> {
-    let mut all: Vec<T> = Vec::new();
-    for p in parts {
-        all.extend(p.map_err(|e| Reply::api_error(ErrorType::Execution, &e.to_string()))?);
-    }
-    all.sort_unstable();
-    all.dedup();
-    Ok(all)
+/// A read error (a damaged block) fails the request as Prometheus fails
+/// it, with `execution`.
+fn read_failed(e: SelectError) -> Reply {
+    Reply::api_error(ErrorType::Execution, &e.to_string())
 }
 
 /// `GET|POST /api/v1/labels`.
@@ -275,9 +268,10 @@ pub async fn labels(state: &ServerState, p: &Params) -> Reply {
         reply,
     })
     .await;
-    let mut names = match merge_sorted(parts) {
+    let merged = merge_label_parts(parts, sets, move |b, m| b.label_names(m, mint, maxt)).await;
+    let mut names = match merged {
         Ok(v) => v,
-        Err(reply) => return reply,
+        Err(e) => return read_failed(e),
     };
     let truncated = apply_limit(&mut names, limit);
     strings_reply(names, truncated)
@@ -305,9 +299,13 @@ pub async fn label_values(state: &ServerState, name: &str, p: &Params) -> Reply 
         reply,
     })
     .await;
-    let mut values = match merge_sorted(parts) {
+    let merged = merge_label_parts(parts, sets, move |b, m| {
+        b.label_values(&name, m, mint, maxt)
+    })
+    .await;
+    let mut values = match merged {
         Ok(v) => v,
-        Err(reply) => return reply,
+        Err(e) => return read_failed(e),
     };
     let truncated = apply_limit(&mut values, limit);
     strings_reply(values, truncated)
@@ -334,9 +332,10 @@ pub async fn series(state: &ServerState, p: &Params) -> Reply {
         reply,
     })
     .await;
-    let mut all: Vec<Labels> = match merge_sorted(parts) {
+    let merged = merge_label_parts(parts, sets, move |b, m| b.series_labels(m, mint, maxt)).await;
+    let mut all: Vec<Labels> = match merged {
         Ok(v) => v,
-        Err(reply) => return reply,
+        Err(e) => return read_failed(e),
     };
     let truncated = apply_limit(&mut all, limit);
     let mut b = JsonBuf::with_capacity(64 + all.len() * 64);
