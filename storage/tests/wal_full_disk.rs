@@ -3,12 +3,15 @@
 //! WAL writes fail as on a full disk, and checks that commits then fail
 //! with a clear error and add nothing, that reads keep working, and that
 //! once the limit is lifted writes resume and every accepted sample is on
-//! disk. A checkpoint attempted meanwhile fails without replacing anything. The limit is per process, so it runs in a child.
+//! disk. A checkpoint attempted meanwhile fails without replacing anything.
+//! A head range cut into a block meanwhile fails too, leaving no partial
+//! block and the head's data in place, and succeeds once space returns.
+//! The limit is per process, so each case runs in a child.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use kiln_storage::{Head, HeadOptions, Labels, Select, SelectHints, WalError, WalOptions};
+use kiln_storage::{Db, Head, HeadOptions, Labels, Select, SelectHints, WalError, WalOptions};
 
 const CHILD_DIR_ENV: &str = "KILN_WAL_FULL_DISK_CHILD_DIR";
 
@@ -138,6 +141,76 @@ fn full_disk_child_pwrite() {
 #[ignore = "child process of wal_write_failure_*, which run it"]
 fn full_disk_child_io_uring() {
     run_child(false);
+}
+
+fn run_block_child(force_pwrite: bool) {
+    let dir = std::env::var(CHILD_DIR_ENV).expect("run by block_write_failure_*");
+    // SAFETY: as in run_child.
+    unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
+    let opts = HeadOptions {
+        chunk_range_ms: 1000,
+        max_series: 0,
+    };
+    let wal = WalOptions {
+        force_pwrite,
+        ..WalOptions::default()
+    };
+    let (mut db, _) = Db::open(dir.as_ref(), opts.clone(), wal.clone()).unwrap();
+    let mut app = db.head_mut().appender();
+    for t in (0..4000).step_by(10) {
+        for s in 0..20 {
+            let l = Labels::from_pairs([("__name__", "disk"), ("s", &s.to_string())]).unwrap();
+            app.append(&l, t, (t * s) as f64 / 7.0).unwrap();
+        }
+    }
+    app.commit().unwrap();
+    db.head_mut().sync_wal().unwrap();
+    let all = SelectHints::range(i64::MIN, i64::MAX);
+    let before = db.select(&[], &all).unwrap();
+
+    // Each block's chunk segment alone is over 4 KiB.
+    set_fsize_limit(4096);
+    let err = db.compact_head().unwrap_err();
+    assert!(err.to_string().contains("block I/O error"), "{err}");
+    assert_eq!(db.counters().compactions_failed, 1);
+    assert!(db.blocks().is_empty());
+    let left: Vec<_> = std::fs::read_dir(std::path::Path::new(&dir).join("blocks"))
+        .unwrap()
+        .collect();
+    assert!(left.is_empty(), "a failed block left {left:?}");
+    assert_eq!(db.select(&[], &all).unwrap(), before);
+
+    set_fsize_limit(u64::MAX);
+    let metas = db.compact_head().unwrap();
+    assert_eq!(metas.len(), 3);
+    assert_eq!(db.select(&[], &all).unwrap(), before);
+    drop(db);
+    let (db, _) = Db::open(dir.as_ref(), opts, wal).unwrap();
+    assert_eq!(db.blocks().len(), 3);
+    assert_eq!(db.select(&[], &all).unwrap(), before);
+    println!("write-failure-ok blocks");
+}
+
+#[test]
+#[ignore = "child process of block_write_failure_*, which run it"]
+fn full_disk_block_child_pwrite() {
+    run_block_child(true);
+}
+
+#[test]
+#[ignore = "child process of block_write_failure_*, which run it"]
+fn full_disk_block_child_io_uring() {
+    run_block_child(false);
+}
+
+#[test]
+fn block_write_failure_pwrite() {
+    run_parent("full_disk_block_child_pwrite");
+}
+
+#[test]
+fn block_write_failure_io_uring() {
+    run_parent("full_disk_block_child_io_uring");
 }
 
 fn run_parent(child: &str) {
