@@ -2,37 +2,20 @@
 //! random appends, head cuts into blocks, retention and reopening must
 //! never change what selects and the label APIs answer.
 
-use std::collections::BTreeSet;
 use std::path::Path;
 
 use kiln_storage::mem::{MemAppend, MemStore};
 use kiln_storage::{
-    AppendError, Db, HeadOptions, Labels, MatchOp, Matcher, Select, SelectHints, SeriesBatch,
-    WalOptions, stale_nan,
+    AppendError, Db, HeadOptions, Labels, MatchOp, Matcher, Select, SelectHints, WalOptions,
 };
+use model::{SERIES, VALUES, flatten, labels, matcher, names_of, value, values_of};
 use proptest::prelude::*;
 
-const SERIES: &[&[(&str, &str)]] = &[
-    &[("__name__", "a"), ("job", "x")],
-    &[("__name__", "a"), ("job", "y"), ("inst", "1")],
-    &[("__name__", "b"), ("job", "x")],
-    &[("__name__", "b")],
-    &[("__name__", "a"), ("inst", "2")],
-    &[("job", "z")],
-];
+#[path = "support/model.rs"]
+mod model;
 
 /// Chunk and block range of these tests, in ms.
 const RANGE: i64 = 100;
-
-fn labels(i: usize) -> Labels {
-    Labels::from_pairs(SERIES[i].iter().copied()).unwrap()
-}
-
-const VALUES: [f64; 5] = [1.0, 2.5, -0.0, f64::INFINITY, 1e300];
-
-fn value(i: usize) -> f64 {
-    VALUES.get(i).copied().unwrap_or_else(stale_nan)
-}
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -60,16 +43,7 @@ fn op() -> impl Strategy<Value = Op> {
         (-6i64..12).prop_map(|d| d * 5),
         0..=VALUES.len(),
     );
-    let matcher = (
-        prop::sample::select(vec![
-            MatchOp::Equal,
-            MatchOp::NotEqual,
-            MatchOp::Regex,
-            MatchOp::NotRegex,
-        ]),
-        prop::sample::select(vec!["__name__", "job", "inst"]),
-        prop::sample::select(vec!["", "a", "x", "1", "a|b", ".*", ".+", "x.*", "[12]"]),
-    );
+    let matcher = matcher();
     prop_oneof![
         6 => prop::collection::vec(sample, 0..12).prop_map(Op::Append),
         2 => Just(Op::Compact),
@@ -79,21 +53,6 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(m, back, len)| Op::Select(m, back * 5, len * 5)),
         1 => Just(Op::Reopen),
     ]
-}
-
-fn flatten(b: &SeriesBatch) -> Vec<(Labels, Vec<(i64, u64)>)> {
-    b.iter()
-        .filter(|s| !s.timestamps.is_empty())
-        .map(|s| {
-            let samples = s
-                .timestamps
-                .iter()
-                .zip(s.values)
-                .map(|(&t, v)| (t, v.to_bits()))
-                .collect();
-            (s.labels.clone(), samples)
-        })
-        .collect()
 }
 
 fn open(dir: &Path, force_pwrite: bool) -> Db {
@@ -233,21 +192,10 @@ impl Run {
         prop_assert!(got.iter().all(|s| !s.timestamps.is_empty()));
         let want_series: Vec<Labels> = want.iter().map(|s| s.0.clone()).collect();
         prop_assert_eq!(self.db().series(ms, lo, hi).unwrap(), want_series);
-        let names: BTreeSet<String> = want
-            .iter()
-            .flat_map(|s| s.0.iter().map(|l| l.name.to_owned()))
-            .collect();
-        prop_assert_eq!(
-            self.db().label_names(ms, lo, hi).unwrap(),
-            names.into_iter().collect::<Vec<_>>()
-        );
-        let jobs: BTreeSet<String> = want
-            .iter()
-            .filter_map(|s| s.0.get("job").map(str::to_owned))
-            .collect();
+        prop_assert_eq!(self.db().label_names(ms, lo, hi).unwrap(), names_of(&want));
         prop_assert_eq!(
             self.db().label_values("job", ms, lo, hi).unwrap(),
-            jobs.into_iter().collect::<Vec<_>>()
+            values_of(&want, "job")
         );
         // A sample cap below the answer's size fails the select.
         let total: usize = want.iter().map(|s| s.1.len()).sum();

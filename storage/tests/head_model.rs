@@ -8,22 +8,13 @@ use std::collections::{BTreeSet, HashMap};
 use kiln_storage::mem::{MemAppend, MemStore};
 use kiln_storage::{
     AppendError, Head, HeadOptions, HeadRef, Labels, MatchOp, Matcher, Select, SelectHints,
-    SeriesBatch, WalOptions, stale_nan,
+    WalOptions,
 };
+use model::{SERIES, VALUES, flatten, labels, matcher, names_of, value, values_of};
 use proptest::prelude::*;
 
-const SERIES: &[&[(&str, &str)]] = &[
-    &[("__name__", "a"), ("job", "x")],
-    &[("__name__", "a"), ("job", "y"), ("inst", "1")],
-    &[("__name__", "b"), ("job", "x")],
-    &[("__name__", "b")],
-    &[("__name__", "a"), ("inst", "2")],
-    &[("job", "z")],
-];
-
-fn labels(i: usize) -> Labels {
-    Labels::from_pairs(SERIES[i].iter().copied()).unwrap()
-}
+#[path = "support/model.rs"]
+mod model;
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -35,28 +26,9 @@ enum Op {
     Reopen,
 }
 
-const VALUES: [f64; 5] = [1.0, 2.5, -0.0, f64::INFINITY, 1e300];
-
-fn value(i: usize) -> f64 {
-    if i == VALUES.len() {
-        stale_nan()
-    } else {
-        VALUES[i]
-    }
-}
-
 fn op(with_reopen: bool) -> impl Strategy<Value = Op> {
     let sample = (0..SERIES.len(), 0i64..400, 0..=VALUES.len(), any::<bool>());
-    let matcher = (
-        prop::sample::select(vec![
-            MatchOp::Equal,
-            MatchOp::NotEqual,
-            MatchOp::Regex,
-            MatchOp::NotRegex,
-        ]),
-        prop::sample::select(vec!["__name__", "job", "inst"]),
-        prop::sample::select(vec!["", "a", "x", "1", "a|b", ".*", ".+", "x.*", "[12]"]),
-    );
+    let matcher = matcher();
     let reopen_weight = if with_reopen { 1 } else { 0 };
     prop_oneof![
         6 => (prop::collection::vec(sample, 0..12), prop::bool::weighted(0.8))
@@ -76,21 +48,6 @@ fn model_select(
     hi: i64,
 ) -> Vec<(Labels, Vec<(i64, u64)>)> {
     flatten(&model.select(ms, &SelectHints::range(lo, hi)).unwrap())
-}
-
-fn flatten(b: &SeriesBatch) -> Vec<(Labels, Vec<(i64, u64)>)> {
-    b.iter()
-        .filter(|s| !s.timestamps.is_empty())
-        .map(|s| {
-            let samples = s
-                .timestamps
-                .iter()
-                .zip(s.values)
-                .map(|(&t, v)| (t, v.to_bits()))
-                .collect();
-            (s.labels.clone(), samples)
-        })
-        .collect()
 }
 
 struct Run {
@@ -228,21 +185,10 @@ impl Run {
         prop_assert!(got.iter().all(|s| !s.timestamps.is_empty()));
         let want_series: Vec<Labels> = want.iter().map(|s| s.0.clone()).collect();
         prop_assert_eq!(self.head.series(ms, lo, hi), want_series);
-        let names: BTreeSet<String> = want
-            .iter()
-            .flat_map(|s| s.0.iter().map(|l| l.name.to_owned()))
-            .collect();
-        prop_assert_eq!(
-            self.head.label_names(ms, lo, hi),
-            names.into_iter().collect::<Vec<_>>()
-        );
-        let jobs: BTreeSet<String> = want
-            .iter()
-            .filter_map(|s| s.0.get("job").map(str::to_owned))
-            .collect();
+        prop_assert_eq!(self.head.label_names(ms, lo, hi), names_of(&want));
         prop_assert_eq!(
             self.head.label_values("job", ms, lo, hi),
-            jobs.into_iter().collect::<Vec<_>>()
+            values_of(&want, "job")
         );
         // The running memory totals count every stored sample: exactly the
         // visible ones until a truncation leaves invisible samples in a

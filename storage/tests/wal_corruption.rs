@@ -143,6 +143,17 @@ fn a_flipped_byte_early_keeps_the_prefix_and_drops_later_segments() {
     reopen_is_clean(dir.path(), &got);
 }
 
+fn assert_has_checkpoint(dir: &Path) {
+    let names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(
+        names.iter().any(|n| n.starts_with("checkpoint.")),
+        "{names:?}"
+    );
+}
+
 #[test]
 fn truncation_checkpoints_live_series_only() {
     let dir = tempfile::tempdir().unwrap();
@@ -163,14 +174,7 @@ fn truncation_checkpoints_live_series_only() {
     assert_eq!(head.counters().series_removed, 1);
     let before = read(&head);
     drop(head);
-    let names: Vec<String> = fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    assert!(
-        names.iter().any(|n| n.starts_with("checkpoint.")),
-        "{names:?}"
-    );
+    assert_has_checkpoint(dir.path());
     let (head, stats) = Head::open(dir.path(), opts, wal_options()).unwrap();
     assert_eq!(stats.series, 1);
     assert_eq!(head.min_valid_time(), 300);
@@ -207,14 +211,7 @@ fn a_checkpoint_written_in_slices_while_commits_go_on_loses_nothing() {
     let before = read(&head);
     assert_eq!(before.len(), SERIES + 2);
     drop(head);
-    let names: Vec<String> = fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    assert!(
-        names.iter().any(|n| n.starts_with("checkpoint.")),
-        "{names:?}"
-    );
+    assert_has_checkpoint(dir.path());
     let (head, stats) = Head::open(dir.path(), HeadOptions::default(), wal_options()).unwrap();
     assert_eq!(stats.corrupt_records, 0);
     assert_eq!(read(&head), before);
