@@ -43,6 +43,10 @@ pub struct BlockWriter {
     /// Chunk metas of all pending series, varint encoded (see the format).
     metas: Vec<u8>,
     meta: BlockMeta,
+    /// Reused per series: its chunks' times, references and sample counts.
+    entries: Vec<(i64, i64, u64, u64)>,
+    /// Reused per chunk: its record's length prefix.
+    prefix: Vec<u8>,
 }
 
 impl BlockWriter {
@@ -84,6 +88,8 @@ impl BlockWriter {
                 compaction: BlockCompaction { level, sources },
                 version: 1,
             },
+            entries: Vec::new(),
+            prefix: Vec::with_capacity(10),
         })
     }
 
@@ -100,12 +106,19 @@ impl BlockWriter {
         labels: Labels,
         chunks: impl IntoIterator<Item = (i64, i64, &'c [u8])>,
     ) -> Result<(), BlockError> {
-        let mut entries: Vec<(i64, i64, u64, u64)> = Vec::new();
+        let mut entries = std::mem::take(&mut self.entries);
+        entries.clear();
         for (min_t, max_t, bytes) in chunks {
-            let r = self.write_chunk(bytes)?;
-            entries.push((min_t, max_t, r, u64::from(chunk_samples(bytes))));
+            match self.write_chunk(bytes) {
+                Ok(r) => entries.push((min_t, max_t, r, u64::from(chunk_samples(bytes)))),
+                Err(e) => {
+                    self.entries = entries;
+                    return Err(e);
+                }
+            }
         }
         if entries.is_empty() {
+            self.entries = entries;
             return Ok(());
         }
         let start = self.metas.len();
@@ -123,6 +136,7 @@ impl BlockWriter {
             self.meta.stats.num_samples += samples;
         }
         self.meta.stats.num_chunks += entries.len() as u64;
+        self.entries = entries;
         self.pending.push(Pending {
             labels,
             metas: start..self.metas.len(),
@@ -150,9 +164,9 @@ impl BlockWriter {
             done.finish(&mut self.io).map_err(io_err(&path))?;
         }
         let offset = self.segment.logical_len();
-        let mut head = Vec::with_capacity(10);
-        put_uvarint(&mut head, bytes.len() as u64);
-        self.segment.append(&head);
+        self.prefix.clear();
+        put_uvarint(&mut self.prefix, bytes.len() as u64);
+        self.segment.append(&self.prefix);
         self.segment.append(bytes);
         self.segment.append(&crc32c::crc32c(bytes).to_le_bytes());
         if self.segment.unwritten() >= WRITE_OUT_BYTES {
