@@ -497,10 +497,11 @@ fn head_ranges_move_to_blocks_and_answer_after_a_restart() {
     let before = single(&query(&kiln, &q, at))
         .map(|p| p.1)
         .expect("up count");
-    // Every 500 ms since the start, blocks included (the head alone holds
-    // at most a few).
+    // Every 500 ms since the start, blocks included: the head alone holds
+    // at most 2.5 s of it. (60 %, not all: a loaded machine may skip a
+    // scrape now and then.)
     let expected = (at - started) as f64 / 500.0;
-    assert!(before >= expected * 0.8, "{before} scrapes of ~{expected}");
+    assert!(before >= expected * 0.6, "{before} scrapes of ~{expected}");
     let (status, data) = kiln.stop();
     assert!(status.is_some_and(|s| s.success()), "{status:?}");
     let on_disk: usize = (0..64)
@@ -537,6 +538,7 @@ fn retention_deletes_whole_blocks_by_time_and_by_size() {
     let cfg = format!("--config.file={}", cfg.display());
     let blocks = "--storage.tsdb.min-block-duration=1s";
     let by_time = Kiln::start(&[&cfg, blocks, "--storage.tsdb.retention.time=4s"]);
+    let started = now_ms();
     // 2 KB over two logical shards: each keeps only its newest block.
     let by_size = Kiln::start(&[
         &cfg,
@@ -551,10 +553,22 @@ fn retention_deletes_whole_blocks_by_time_and_by_size() {
         });
         assert!(deleted.is_some(), "{what} retention deleted no blocks");
     }
-    // Nothing older than the retention and the block being cut is kept.
+    // Once the run is longer than the retention plus a few blocks, the
+    // time-retained kiln holds only the last few seconds: at most 8 s of
+    // scrapes every 500 ms, however long the run.
+    std::thread::sleep(Duration::from_millis(
+        u64::try_from(started + 10_000 - now_ms()).unwrap_or(0),
+    ));
+    let kept = eventually(Duration::from_secs(20), || {
+        let v = query(&by_time, "count_over_time(up[1m])", now_ms());
+        single(&v)
+            .map(|p| p.1)
+            .filter(|&n| (1.0..=16.0).contains(&n))
+    });
+    assert!(kept.is_some(), "time retention kept more than 8 s");
     let lowest = self_metric(&by_time, "prometheus_tsdb_lowest_timestamp");
     assert!(
-        lowest >= (now_ms() - 8_000) as f64,
+        lowest > (started + 1_000) as f64,
         "oldest sample at {lowest}"
     );
     let loaded = self_metric(&by_size, "prometheus_tsdb_blocks_loaded");
