@@ -151,7 +151,7 @@ impl SelfMetrics {
         };
         let float = |v: f64| vec![("{type=\"float\"}".to_owned(), v)];
         let plain = |v: f64| vec![(String::new(), v)];
-        let storage_families: [Family; 19] = [
+        let storage_families: [Family; 20] = [
             (
                 "prometheus_tsdb_head_series",
                 "gauge",
@@ -265,6 +265,12 @@ impl SelfMetrics {
                 "counter",
                 "Blocks deleted by time or size retention.",
                 plain(sum(|s| &s.blocks_deleted)),
+            ),
+            (
+                "kiln_tsdb_blocks_quarantined",
+                "gauge",
+                "Blocks found damaged when kiln started, renamed <ulid>.corrupt and left out of reads.",
+                plain(sum(|s| &s.blocks_quarantined)),
             ),
         ];
         for (name, kind, help, samples) in &storage_families {

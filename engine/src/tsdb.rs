@@ -287,6 +287,8 @@ pub struct ShardStats {
     pub head_truncations: AtomicU64,
     /// Blocks deleted by retention.
     pub blocks_deleted: AtomicU64,
+    /// Blocks found damaged at open and set aside.
+    pub blocks_quarantined: AtomicU64,
     /// Lowest timestamp in blocks and head (`i64::MAX` when empty).
     pub lowest_time: AtomicU64,
 }
@@ -320,6 +322,7 @@ impl ShardStats {
         set(&self.compactions_failed, d.compactions_failed);
         set(&self.head_truncations, d.head_truncations);
         set(&self.blocks_deleted, d.blocks_deleted);
+        set(&self.blocks_quarantined, d.blocks_quarantined);
         set(&self.lowest_time, db.min_time().unwrap_or(i64::MAX) as u64);
     }
 

@@ -3,7 +3,9 @@
 //!
 //! * `wal/`: the head's write-ahead log (see [`crate::wal`]);
 //! * `blocks/<ulid>/`: one immutable block per persisted range (see
-//!   [`crate::block`]); `blocks/<ulid>.tmp/` is one being written.
+//!   [`crate::block`]); `blocks/<ulid>.tmp/` is one being written, and
+//!   `blocks/<ulid>.corrupt/` one found damaged at open, set aside (kept,
+//!   never read).
 //!
 //! Life of a sample: appended to the head and logged to the WAL; once the
 //! head spans more than 1.5 block ranges, its oldest whole range
@@ -62,6 +64,8 @@ pub struct DbCounters {
     pub blocks_deleted: u64,
     /// Block merges done.
     pub merges: u64,
+    /// Blocks found damaged at open and set aside as `<ulid>.corrupt`.
+    pub blocks_quarantined: u64,
     /// Head truncations (`head_truncations_total`).
     pub head_truncations: u64,
 }
@@ -121,7 +125,10 @@ impl HeadCut {
 
 impl Db {
     /// Opens the storage in `dir` (created if missing): loads the blocks,
-    /// removes unfinished ones, and replays the WAL into the head.
+    /// removes unfinished ones, sets damaged ones aside (renamed
+    /// `<ulid>.corrupt`, logged, counted in
+    /// [`DbCounters::blocks_quarantined`]), and replays the WAL into the
+    /// head. Other I/O errors fail the open.
     pub fn open(
         dir: &Path,
         head_opts: HeadOptions,
@@ -133,6 +140,7 @@ impl Db {
             source,
         })?;
         let mut blocks = Vec::new();
+        let mut quarantined = 0;
         let entries = fs::read_dir(&blocks_dir).map_err(|source| BlockError::Io {
             path: blocks_dir.clone(),
             source,
@@ -154,8 +162,32 @@ impl Db {
                 })?;
                 continue;
             }
-            if path.is_dir() {
-                blocks.push(Arc::new(Block::open(&path)?));
+            if name.to_str().is_some_and(|n| n.ends_with(".corrupt")) || !path.is_dir() {
+                continue;
+            }
+            match Block::open(&path) {
+                Ok(b) => blocks.push(Arc::new(b)),
+                // Damaged, or missing a file (`meta.json`, `index`).
+                Err(e)
+                    if matches!(&e, BlockError::Corrupt { .. })
+                        || matches!(&e, BlockError::Io { source, .. }
+                            if source.kind() == std::io::ErrorKind::NotFound) =>
+                {
+                    // Availability first: serve everything else, and keep
+                    // the damaged files for inspection rather than delete
+                    // them.
+                    let aside = path.with_extension("corrupt");
+                    log::error!(
+                        "{e}; block set aside as {} and left out of reads",
+                        aside.display()
+                    );
+                    fs::rename(&path, &aside).map_err(|source| BlockError::Io {
+                        path: aside.clone(),
+                        source,
+                    })?;
+                    quarantined += 1;
+                }
+                Err(e) => return Err(e.into()),
             }
         }
         remove_superseded(&mut blocks)?;
@@ -169,7 +201,10 @@ impl Db {
             blocks,
             range,
             force_pwrite,
-            counters: DbCounters::default(),
+            counters: DbCounters {
+                blocks_quarantined: quarantined,
+                ..DbCounters::default()
+            },
         };
         if let Some(end) = db.blocks.last().map(|b| b.meta().max_time)
             && end > db.head.min_valid_time()

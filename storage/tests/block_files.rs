@@ -225,3 +225,50 @@ fn a_crash_between_a_merge_and_deleting_its_sources_loses_and_doubles_nothing() 
     assert_eq!(db.blocks()[0].dir(), merged);
     assert_eq!(everything(&db), before);
 }
+
+#[test]
+fn a_damaged_block_is_set_aside_at_open_and_the_rest_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut db = open(dir.path());
+    fill(&mut db);
+    db.compact_head().unwrap();
+    let damaged = db.blocks()[1].dir().to_owned();
+    let (lo, hi) = (
+        db.blocks()[1].meta().min_time,
+        db.blocks()[1].meta().max_time,
+    );
+    let all = SelectHints::range(i64::MIN, i64::MAX);
+    // What stays readable: everything outside the damaged block's range.
+    let outside = |b: &SeriesBatch| -> Vec<(Labels, Vec<i64>)> {
+        b.iter()
+            .map(|s| {
+                let ts = s.timestamps.iter().copied().filter(|&t| t < lo || t >= hi);
+                (s.labels.clone(), ts.collect())
+            })
+            .collect()
+    };
+    let before = outside(&db.select(&[], &all).unwrap());
+    drop(db);
+    let index = damaged.join("index");
+    let mut bytes = std::fs::read(&index).unwrap();
+    bytes[0] ^= 0xff;
+    std::fs::write(&index, bytes).unwrap();
+    let db = open(dir.path());
+    assert_eq!(db.counters().blocks_quarantined, 1);
+    assert_eq!(db.blocks().len(), 2);
+    assert!(damaged.with_extension("corrupt").join("index").is_file());
+    let after = db.select(&[], &all).unwrap();
+    assert!(
+        after
+            .timestamps()
+            .values()
+            .iter()
+            .all(|&t| t < lo || t >= hi)
+    );
+    assert_eq!(outside(&after), before);
+    // Set aside once: the next open neither reads nor counts it again.
+    drop(db);
+    let db = open(dir.path());
+    assert_eq!(db.counters().blocks_quarantined, 0);
+    assert_eq!(db.blocks().len(), 2);
+}
