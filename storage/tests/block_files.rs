@@ -37,6 +37,14 @@ fn fill(db: &mut Db) {
     app.commit().unwrap();
 }
 
+/// A fresh directory and its `Db`, filled.
+fn filled() -> (tempfile::TempDir, Db) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut db = open(dir.path());
+    fill(&mut db);
+    (dir, db)
+}
+
 fn everything(db: &impl Select) -> SeriesBatch {
     db.select(&[], &SelectHints::range(i64::MIN, i64::MAX))
         .unwrap()
@@ -44,9 +52,7 @@ fn everything(db: &impl Select) -> SeriesBatch {
 
 #[test]
 fn a_crash_after_the_block_and_before_head_truncation_loses_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut db = open(dir.path());
-    fill(&mut db);
+    let (dir, mut db) = filled();
     let before = everything(&db);
     let mut cut = db.begin_head_cut().unwrap().expect("a range is due");
     assert_eq!(cut.range(), (0, RANGE));
@@ -62,9 +68,7 @@ fn a_crash_after_the_block_and_before_head_truncation_loses_nothing() {
 
 #[test]
 fn an_unfinished_block_is_removed_and_its_range_kept() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut db = open(dir.path());
-    fill(&mut db);
+    let (dir, mut db) = filled();
     let before = everything(&db);
     let mut cut = db.begin_head_cut().unwrap().expect("a range is due");
     cut.step(db.head(), 5).unwrap();
@@ -81,9 +85,7 @@ fn an_unfinished_block_is_removed_and_its_range_kept() {
 
 #[test]
 fn cut_blocks_hold_the_head_ranges_and_the_head_forgets_them() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut db = open(dir.path());
-    fill(&mut db);
+    let (_dir, mut db) = filled();
     let before = everything(&db);
     let metas = db.compact_head().unwrap();
     // 0..3990 spans 4 ranges: ranges are cut while the head spans more
@@ -127,9 +129,7 @@ fn cut_blocks_hold_the_head_ranges_and_the_head_forgets_them() {
 
 /// A block written from `fill`, and its directory.
 fn sample_block() -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let mut db = open(dir.path());
-    fill(&mut db);
+    let (dir, mut db) = filled();
     db.compact_head().unwrap();
     let block = db.blocks()[0].dir().to_owned();
     drop(db);
@@ -188,9 +188,7 @@ proptest! {
 
 #[test]
 fn a_crash_between_a_merge_and_deleting_its_sources_loses_and_doubles_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut db = open(dir.path());
-    fill(&mut db);
+    let (dir, mut db) = filled();
     let mut app = db.head_mut().appender();
     let l = Labels::from_pairs([("__name__", "late")]).unwrap();
     app.append(&l, 6 * RANGE, 1.0).unwrap();
@@ -228,9 +226,7 @@ fn a_crash_between_a_merge_and_deleting_its_sources_loses_and_doubles_nothing() 
 
 #[test]
 fn a_damaged_block_is_set_aside_at_open_and_the_rest_serves() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut db = open(dir.path());
-    fill(&mut db);
+    let (dir, mut db) = filled();
     db.compact_head().unwrap();
     let damaged = db.blocks()[1].dir().to_owned();
     let (lo, hi) = (
