@@ -92,7 +92,7 @@ pub struct ServerFlags {
 
     /// Time range of the head's chunks and of each block cut from the head
     /// (Prometheus's hidden flag; changing it is for tests).
-    #[arg(long = "storage.tsdb.min-block-duration", value_name = "DURATION", default_value = "2h", value_parser = parse_duration_flag, hide = true)]
+    #[arg(long = "storage.tsdb.min-block-duration", value_name = "DURATION", default_value = "2h", value_parser = parse_block_duration, hide = true)]
     pub min_block_duration: Duration,
 
     /// Maximum bytes of storage blocks to retain (e.g. 512MB, 10GB; 0 = no limit).
@@ -183,6 +183,16 @@ fn parse_duration_flag(s: &str) -> Result<Duration, String> {
     parse_duration(s)
 }
 
+/// A block range: at least a second (smaller ranges would make the head
+/// cut a block per few scrapes; 0 would be a block per millisecond).
+fn parse_block_duration(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < Duration::from_secs(1) {
+        return Err(format!("{s}: a block range must be at least 1s"));
+    }
+    Ok(d)
+}
+
 fn parse_bytes_flag(s: &str) -> Result<u64, String> {
     parse_bytes(s)
 }
@@ -211,6 +221,13 @@ pub fn format_bytes(n: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_block_range_under_a_second_is_refused() {
+        assert!(parse_block_duration("0s").is_err());
+        assert!(parse_block_duration("500ms").is_err());
+        assert_eq!(parse_block_duration("2h"), Ok(Duration::from_secs(7200)));
+    }
 
     #[test]
     fn byte_sizes() {

@@ -437,15 +437,10 @@ fn apply_retention(s: &LogicalShard, cutoff: i64, max_bytes: u64) {
             Err(e) => log::error!("shard {}: applying retention: {e}", s.id),
         }
     }
-    while max_bytes > 0 && db.blocks_bytes() > max_bytes && db.blocks().len() > 1 {
-        let end = db.blocks()[0].meta().max_time;
-        match db.apply_retention(end) {
-            Ok(n) => log::info!("shard {}: size retention: {n} blocks deleted", s.id),
-            Err(e) => {
-                log::error!("shard {}: applying size retention: {e}", s.id);
-                break;
-            }
-        }
+    match db.apply_size_retention(max_bytes) {
+        Ok(0) => {}
+        Ok(n) => log::info!("shard {}: size retention: {n} blocks deleted", s.id),
+        Err(e) => log::error!("shard {}: applying size retention: {e}", s.id),
     }
 }
 
@@ -506,7 +501,7 @@ pub async fn merge_blocks(s: &LogicalShard, max_ms: i64) {
             ),
             Err(e) => {
                 log::error!("shard {}: merging blocks: {e}", s.id);
-                s.db.borrow_mut().merge_failed();
+                s.db.borrow_mut().compaction_failed();
                 return;
             }
         }
@@ -602,7 +597,7 @@ pub async fn cut_head(s: &LogicalShard) {
                 Some(r) => r.map(|(dir, _)| Some(dir)),
                 None => {
                     log::error!("shard {}: the block writer thread died", s.id);
-                    s.db.borrow_mut().cut_failed();
+                    s.db.borrow_mut().compaction_failed();
                     return;
                 }
             },
@@ -629,7 +624,7 @@ pub async fn cut_head(s: &LogicalShard) {
             ),
             Err(e) => {
                 log::error!("shard {}: persisting head range {mint}..{maxt}: {e}", s.id);
-                s.db.borrow_mut().cut_failed();
+                s.db.borrow_mut().compaction_failed();
                 return;
             }
         }

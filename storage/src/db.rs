@@ -32,7 +32,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::block::{Block, BlockError, BlockMeta, BlockWriter, merge_blocks};
+use crate::block::{Block, BlockError, BlockMeta, BlockWriter, io_err, merge_blocks};
 use crate::head::{Head, HeadOptions};
 use crate::labels::Labels;
 use crate::matcher::Matcher;
@@ -135,31 +135,19 @@ impl Db {
         wal: WalOptions,
     ) -> Result<(Db, ReplayStats), DbError> {
         let blocks_dir = dir.join("blocks");
-        fs::create_dir_all(&blocks_dir).map_err(|source| BlockError::Io {
-            path: blocks_dir.clone(),
-            source,
-        })?;
+        fs::create_dir_all(&blocks_dir).map_err(io_err(&blocks_dir))?;
         let mut blocks = Vec::new();
         let mut quarantined = 0;
-        let entries = fs::read_dir(&blocks_dir).map_err(|source| BlockError::Io {
-            path: blocks_dir.clone(),
-            source,
-        })?;
+        let entries = fs::read_dir(&blocks_dir).map_err(io_err(&blocks_dir))?;
         for entry in entries {
-            let entry = entry.map_err(|source| BlockError::Io {
-                path: blocks_dir.clone(),
-                source,
-            })?;
+            let entry = entry.map_err(io_err(&blocks_dir))?;
             let path = entry.path();
             let name = entry.file_name();
             if name.to_str().is_some_and(|n| n.ends_with(".tmp")) {
                 // A block whose writing was interrupted: its range is still
                 // in the head and WAL.
                 log::info!("removing unfinished block {}", path.display());
-                fs::remove_dir_all(&path).map_err(|source| BlockError::Io {
-                    path: path.clone(),
-                    source,
-                })?;
+                fs::remove_dir_all(&path).map_err(io_err(&path))?;
                 continue;
             }
             if name.to_str().is_some_and(|n| n.ends_with(".corrupt")) || !path.is_dir() {
@@ -181,10 +169,7 @@ impl Db {
                         "{e}; block set aside as {} and left out of reads",
                         aside.display()
                     );
-                    fs::rename(&path, &aside).map_err(|source| BlockError::Io {
-                        path: aside.clone(),
-                        source,
-                    })?;
+                    fs::rename(&path, &aside).map_err(io_err(&aside))?;
                     quarantined += 1;
                 }
                 Err(e) => return Err(e.into()),
@@ -272,15 +257,10 @@ impl Db {
         }))
     }
 
-    /// Counts a cut that failed after it began (its `.tmp` directory is
-    /// removed at the next open; the head still holds the range).
-    pub fn cut_failed(&mut self) {
-        self.counters.compactions_failed += 1;
-    }
-
-    /// Counts a block merge that failed (its `.tmp` directory is removed
-    /// at the next open; the sources stay).
-    pub fn merge_failed(&mut self) {
+    /// Counts a head cut or block merge that failed after it began (a
+    /// failed write removes its `.tmp` directory, or the next open does;
+    /// the head still holds the range, the sources stay).
+    pub fn compaction_failed(&mut self) {
         self.counters.compactions_failed += 1;
     }
 
@@ -324,7 +304,7 @@ impl Db {
                 }
                 w.finish().map(|(dir, _)| Some(dir))
             })();
-            let written = written.inspect_err(|_: &BlockError| self.cut_failed())?;
+            let written = written.inspect_err(|_: &BlockError| self.compaction_failed())?;
             out.extend(self.install_block(written.as_deref(), maxt)?);
             self.head.checkpoint()?;
         }
@@ -384,9 +364,7 @@ impl Db {
         self.blocks.push(Arc::new(block));
         self.blocks.sort_by_key(|b| b.meta().min_time);
         for b in old {
-            let dir = b.dir().to_owned();
-            drop(b);
-            fs::remove_dir_all(&dir).map_err(|source| BlockError::Io { path: dir, source })?;
+            remove_block(b)?;
         }
         self.counters.merges += 1;
         Ok(meta)
@@ -413,14 +391,24 @@ impl Db {
         self.blocks = kept;
         let n = gone.len();
         for b in gone {
-            let dir = b.dir().to_owned();
-            drop(b);
-            fs::remove_dir_all(&dir).map_err(|source| BlockError::Io { path: dir, source })?;
+            remove_block(b)?;
             self.counters.blocks_deleted += 1;
         }
         if self.head.min_time().is_some_and(|m| m < t) {
             self.head.truncate_below(t)?;
             self.counters.head_truncations += 1;
+        }
+        Ok(n)
+    }
+
+    /// Deletes the oldest blocks while all blocks take more than
+    /// `max_bytes` (0: no limit), keeping the newest; returns how many went.
+    pub fn apply_size_retention(&mut self, max_bytes: u64) -> Result<usize, DbError> {
+        let mut n = 0;
+        while max_bytes > 0 && self.blocks_bytes() > max_bytes && self.blocks.len() > 1 {
+            remove_block(self.blocks.remove(0))?;
+            self.counters.blocks_deleted += 1;
+            n += 1;
         }
         Ok(n)
     }
@@ -501,6 +489,14 @@ impl Db {
     }
 }
 
+/// Unmaps a block (this handle; readers on other threads keep theirs,
+/// which stay readable after the unlink) and deletes its directory.
+fn remove_block(b: Arc<Block>) -> Result<(), BlockError> {
+    let dir = b.dir().to_owned();
+    drop(b);
+    fs::remove_dir_all(&dir).map_err(io_err(&dir))
+}
+
 /// Deletes the blocks whose data another block holds (all of their sources
 /// are among its sources): the sources of a merge that a crash kept from
 /// being deleted.
@@ -527,8 +523,7 @@ fn remove_superseded(blocks: &mut Vec<Arc<Block>>) -> Result<(), BlockError> {
             "removing block {}: a merged block holds its data",
             dir.display()
         );
-        drop(b);
-        fs::remove_dir_all(&dir).map_err(|source| BlockError::Io { path: dir, source })?;
+        remove_block(b)?;
     }
     Ok(())
 }

@@ -347,8 +347,9 @@ pub struct Head {
     series: Vec<Option<Box<MemSeries>>>,
     live: usize,
     min_valid: i64,
-    /// Appends below this (or below `min_valid`) are out of bounds: raised
-    /// while a range is being persisted, so that it gets no new sample.
+    /// Appends below this are out of bounds. Never below `min_valid` (the
+    /// one comparison an append makes), and raised above it while a range
+    /// is being persisted, so that the range gets no new sample.
     append_floor: i64,
     min_time: Option<i64>,
     max_time: Option<i64>,
@@ -474,7 +475,10 @@ impl Head {
                     self.counters.samples_appended += 1;
                 }
             }
-            WalRecord::MinValid(t) => self.min_valid = self.min_valid.max(t),
+            WalRecord::MinValid(t) => {
+                self.min_valid = self.min_valid.max(t);
+                self.append_floor = self.append_floor.max(t);
+            }
         }
         Ok(())
     }
@@ -591,6 +595,7 @@ impl Head {
     pub fn drop_below(&mut self, t: i64) {
         if t > self.min_valid {
             self.min_valid = t;
+            self.append_floor = self.append_floor.max(t);
         }
         let t = self.min_valid;
         let mut min_time: Option<i64> = None;
@@ -1027,7 +1032,7 @@ impl Appender<'_> {
     /// staging buffer.
     pub fn append_ref(&mut self, r: HeadRef, t: i64, v: f64) -> Result<(), AppendError> {
         let head = &mut *self.head;
-        let min_valid = head.min_valid.max(head.append_floor);
+        let floor = head.append_floor;
         let Some(s) = head
             .series
             .get_mut(r.0 as usize)
@@ -1036,7 +1041,7 @@ impl Appender<'_> {
             self.rejected += 1;
             return Err(AppendError::UnknownRef);
         };
-        if t < min_valid {
+        if t < floor {
             head.counters.out_of_bounds += 1;
             self.rejected += 1;
             return Err(AppendError::OutOfBounds);

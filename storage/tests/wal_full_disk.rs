@@ -4,9 +4,11 @@
 //! with a clear error and add nothing, that reads keep working, and that
 //! once the limit is lifted writes resume and every accepted sample is on
 //! disk. A checkpoint attempted meanwhile fails without replacing anything.
-//! A head range cut into a block meanwhile fails too, leaving no partial
-//! block and the head's data in place, and succeeds once space returns.
-//! The limit is per process, so each case runs in a child.
+//! Then, in the same child, a head range cut into a block under the limit
+//! fails too, leaving no partial block and the head's data in place, and
+//! succeeds once space returns. The limit is per process, so this runs in
+//! a child: one per I/O path (io_uring, pwrite), each checked by a test
+//! that re-runs this binary and reads what the child printed.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -128,7 +130,9 @@ fn run_child(force_pwrite: bool) {
     assert_eq!(stats.corrupt_records, 0);
     assert_eq!(samples(&head), accepted);
     assert_eq!(other_samples(&head), [t]);
-    println!("write-failure-ok {}", accepted.len());
+    println!("wal-write-failure-ok {}", accepted.len());
+    drop(head);
+    block_case(&std::path::Path::new(&dir).join("db"), force_pwrite);
 }
 
 #[test]
@@ -143,10 +147,8 @@ fn full_disk_child_io_uring() {
     run_child(false);
 }
 
-fn run_block_child(force_pwrite: bool) {
-    let dir = std::env::var(CHILD_DIR_ENV).expect("run by block_write_failure_*");
-    // SAFETY: as in run_child.
-    unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
+/// The block half of a child: `SIGXFSZ` is already ignored.
+fn block_case(dir: &std::path::Path, force_pwrite: bool) {
     let opts = HeadOptions {
         chunk_range_ms: 1000,
         max_series: 0,
@@ -155,7 +157,7 @@ fn run_block_child(force_pwrite: bool) {
         force_pwrite,
         ..WalOptions::default()
     };
-    let (mut db, _) = Db::open(dir.as_ref(), opts.clone(), wal.clone()).unwrap();
+    let (mut db, _) = Db::open(dir, opts.clone(), wal.clone()).unwrap();
     let mut app = db.head_mut().appender();
     for t in (0..4000).step_by(10) {
         for s in 0..20 {
@@ -174,9 +176,7 @@ fn run_block_child(force_pwrite: bool) {
     assert!(err.to_string().contains("block I/O error"), "{err}");
     assert_eq!(db.counters().compactions_failed, 1);
     assert!(db.blocks().is_empty());
-    let left: Vec<_> = std::fs::read_dir(std::path::Path::new(&dir).join("blocks"))
-        .unwrap()
-        .collect();
+    let left: Vec<_> = std::fs::read_dir(dir.join("blocks")).unwrap().collect();
     assert!(left.is_empty(), "a failed block left {left:?}");
     assert_eq!(db.select(&[], &all).unwrap(), before);
 
@@ -185,32 +185,10 @@ fn run_block_child(force_pwrite: bool) {
     assert_eq!(metas.len(), 3);
     assert_eq!(db.select(&[], &all).unwrap(), before);
     drop(db);
-    let (db, _) = Db::open(dir.as_ref(), opts, wal).unwrap();
+    let (db, _) = Db::open(dir, opts, wal).unwrap();
     assert_eq!(db.blocks().len(), 3);
     assert_eq!(db.select(&[], &all).unwrap(), before);
-    println!("write-failure-ok blocks");
-}
-
-#[test]
-#[ignore = "child process of block_write_failure_*, which run it"]
-fn full_disk_block_child_pwrite() {
-    run_block_child(true);
-}
-
-#[test]
-#[ignore = "child process of block_write_failure_*, which run it"]
-fn full_disk_block_child_io_uring() {
-    run_block_child(false);
-}
-
-#[test]
-fn block_write_failure_pwrite() {
-    run_parent("full_disk_block_child_pwrite");
-}
-
-#[test]
-fn block_write_failure_io_uring() {
-    run_parent("full_disk_block_child_io_uring");
+    println!("block-write-failure-ok");
 }
 
 fn run_parent(child: &str) {
@@ -227,8 +205,11 @@ fn run_parent(child: &str) {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
+    // Both halves ran to their end: the WAL's and the block's.
     assert!(
-        out.status.success() && stdout.contains("write-failure-ok"),
+        out.status.success()
+            && stdout.contains("wal-write-failure-ok")
+            && stdout.contains("block-write-failure-ok"),
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );

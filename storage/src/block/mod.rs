@@ -51,6 +51,8 @@ const SEGMENT_HEADER: usize = 8;
 const TOC_LEN: usize = 6 * 8 + 4 * 4;
 /// Bytes of one postings table entry.
 const POSTING_ENTRY: usize = 4 + 4 + 8 + 4 + 4;
+/// The largest `meta.json` read.
+const MAX_META_BYTES: u64 = 16 << 20;
 /// A chunk segment is closed before it would pass this size.
 const SEGMENT_BYTES: u64 = 512 << 20;
 
@@ -116,7 +118,7 @@ pub enum BlockError {
     },
 }
 
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> BlockError + '_ {
+pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> BlockError + '_ {
     move |source| BlockError::Io {
         path: path.to_owned(),
         source,
@@ -201,12 +203,25 @@ impl Block {
     /// Opens and validates the block in `dir`.
     pub fn open(dir: &Path) -> Result<Block, BlockError> {
         let meta_path = dir.join("meta.json");
+        let bad_meta = |what: String| BlockError::Corrupt {
+            path: meta_path.clone(),
+            what,
+        };
+        // A meta.json is a few hundred bytes (a merge lists its sources);
+        // anything far larger is not one, and is not read into memory.
+        let meta_len = fs::metadata(&meta_path).map_err(io_err(&meta_path))?.len();
+        if meta_len > MAX_META_BYTES {
+            return Err(bad_meta(format!("{meta_len} bytes, over {MAX_META_BYTES}")));
+        }
         let meta_bytes = fs::read(&meta_path).map_err(io_err(&meta_path))?;
         let meta: BlockMeta =
-            serde_json::from_slice(&meta_bytes).map_err(|e| BlockError::Corrupt {
-                path: meta_path.clone(),
-                what: e.to_string(),
-            })?;
+            serde_json::from_slice(&meta_bytes).map_err(|e| bad_meta(e.to_string()))?;
+        if meta.min_time >= meta.max_time {
+            return Err(bad_meta(format!(
+                "empty range {}..{}",
+                meta.min_time, meta.max_time
+            )));
+        }
         let index_path = dir.join("index");
         let index = map(&index_path)?;
         let corrupt = |what: &str| BlockError::Corrupt {
@@ -408,7 +423,25 @@ impl Block {
     /// Labels and chunks of series `ord` (series are numbered from 0 in
     /// label order).
     pub fn series(&self, ord: u32) -> Result<(Labels, Vec<ChunkMeta>), SelectError> {
+        let (mut refs, mut chunks) = (Vec::new(), Vec::new());
+        self.entry(ord, &mut refs, &mut chunks)?;
+        Ok((self.labels_of(ord, &refs)?, chunks))
+    }
+
+    /// Reads series `ord`'s entry, checksum verified, into `refs` (its
+    /// label pairs as symbol refs) and `chunks`, both cleared first: the
+    /// buffers are the caller's so that a loop over series allocates
+    /// nothing, and labels are built ([`Block::labels_of`]) only when
+    /// needed.
+    fn entry(
+        &self,
+        ord: u32,
+        refs: &mut Vec<(u32, u32)>,
+        chunks: &mut Vec<ChunkMeta>,
+    ) -> Result<(), SelectError> {
         let bad = |what: &str| self.corrupt(format!("series {ord}: {what}"));
+        refs.clear();
+        chunks.clear();
         if u64::from(ord) >= self.toc.series {
             return Err(bad("no such series"));
         }
@@ -429,45 +462,54 @@ impl Block {
         }
         let mut p = 0;
         let mut num = || get_uvarint(body, &mut p).ok_or_else(|| bad("truncated"));
-        let n = num()? as usize;
-        let mut refs = Vec::with_capacity(n.min(64));
+        let sym = |r: u64| {
+            u32::try_from(r)
+                .ok()
+                .filter(|&r| u64::from(r) < self.toc.symbols)
+                .ok_or_else(|| bad("bad symbol"))
+        };
+        // Every count is bounded by the body: each item takes bytes of it.
+        let n = num()?;
         for _ in 0..n {
-            let (name, value) = (num()?, num()?);
+            let (name, value) = (sym(num()?)?, sym(num()?)?);
             if refs.last().is_some_and(|&(last, _)| last >= name) {
                 return Err(bad("label names not sorted"));
             }
             refs.push((name, value));
         }
-        let mut pairs = Vec::with_capacity(refs.len());
-        for (name, value) in refs {
-            let sym = |r: u64| {
-                u32::try_from(r)
-                    .ok()
-                    .and_then(|r| self.symbol(r).ok())
-                    .filter(|s| !s.is_empty())
-                    .ok_or_else(|| bad("bad symbol"))
-            };
-            pairs.push((sym(name)?, sym(value)?));
-        }
-        let labels = Labels::from_sorted_unchecked(pairs).map_err(|e| bad(&e.to_string()))?;
-        let chunks = num()? as usize;
-        let mut metas = Vec::with_capacity(chunks.min(1 << 16));
+        let n = num()?;
         let (mut prev_max, mut prev_ref) = (0i64, 0u64);
-        for i in 0..chunks {
+        for i in 0..n {
             let d = get_varint(body, &mut p).ok_or_else(|| bad("truncated"))?;
             let min_t = if i == 0 { d } else { prev_max.wrapping_add(d) };
             let span = get_uvarint(body, &mut p).ok_or_else(|| bad("truncated"))?;
             let max_t = min_t.wrapping_add(span as i64);
             let dr = get_varint(body, &mut p).ok_or_else(|| bad("truncated"))?;
             let chunk_ref = prev_ref.wrapping_add(dr as u64);
-            metas.push(ChunkMeta {
+            chunks.push(ChunkMeta {
                 min_t,
                 max_t,
                 chunk_ref,
             });
             (prev_max, prev_ref) = (max_t, chunk_ref);
         }
-        Ok((labels, metas))
+        Ok(())
+    }
+
+    /// The label set of series `ord` from its entry's symbol refs.
+    fn labels_of(&self, ord: u32, refs: &[(u32, u32)]) -> Result<Labels, SelectError> {
+        let bad = |what: &str| self.corrupt(format!("series {ord}: {what}"));
+        let sym = |r: u32| {
+            self.symbol(r)
+                .ok()
+                .filter(|s| !s.is_empty())
+                .ok_or_else(|| bad("bad symbol"))
+        };
+        let pairs = refs
+            .iter()
+            .map(|&(n, v)| Ok((sym(n)?, sym(v)?)))
+            .collect::<Result<Vec<_>, SelectError>>()?;
+        Labels::from_sorted_unchecked(pairs).map_err(|e| bad(&e.to_string()))
     }
 
     /// The bytes of chunk `r`, checksum verified.
@@ -531,10 +573,11 @@ impl Block {
         let mut ids = self.matching_postings(matchers, mint, maxt)?;
         // Every series has a sample in the block's range: only a partial
         // overlap needs a look at the series' chunks.
-        if mint > self.meta.min_time || maxt < self.meta.max_time - 1 {
+        if mint > self.meta.min_time || maxt < self.meta.max_time.saturating_sub(1) {
             let mut keep = RoaringBitmap::new();
+            let (mut refs, mut chunks) = (Vec::new(), Vec::new());
             for ord in &ids {
-                let (_, chunks) = self.series(ord)?;
+                self.entry(ord, &mut refs, &mut chunks)?;
                 if self.has_sample_in(&chunks, mint, maxt)? {
                     keep.insert(ord);
                 }
@@ -582,9 +625,10 @@ impl Block {
         // postings need no filtering by time first.
         let ids = self.matching_postings(matchers, lo, hi)?;
         let mut b = SeriesBatchBuilder::with_capacity(ids.len() as usize, 0);
+        let (mut refs, mut chunks) = (Vec::new(), Vec::new());
         for ord in &ids {
-            let (labels, chunks) = self.series(ord)?;
-            let mut labels = Some(labels);
+            self.entry(ord, &mut refs, &mut chunks)?;
+            let mut pushed = false;
             for c in chunks.iter().filter(|c| c.min_t <= hi && c.max_t >= lo) {
                 let bytes = self.chunk(c.chunk_ref)?;
                 let mut it = ChunkIter::new(bytes).map_err(|e| self.corrupt(e.to_string()))?;
@@ -598,8 +642,10 @@ impl Block {
                             limit: hints.max_samples,
                         });
                     }
-                    if let Some(l) = labels.take() {
-                        b.push_series(l);
+                    if !pushed {
+                        // Built only for a series with a sample in range.
+                        b.push_series(self.labels_of(ord, &refs)?);
+                        pushed = true;
                     }
                     b.push_sample(t, v);
                     next = it.next_sample().map_err(|e| self.corrupt(e.to_string()))?;
